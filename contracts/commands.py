@@ -1,0 +1,55 @@
+"""Versioned command bodies accepted over HTTP and NATS (one struct per command)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from msgspec import Meta, Struct, field
+
+Slug = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", max_length=63)]
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Text = Annotated[str, Meta(max_length=20_000)]
+ShortText = Annotated[str, Meta(max_length=1_000)]
+Severity = Literal["critical", "high", "medium", "low", "info"]
+Role = Literal["viewer", "operator", "approver", "admin", "auditor", "service", "agent"]
+Line = Annotated[int, Meta(ge=0, le=10_000_000)]
+Environment = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
+
+
+class Command(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of every command body: unknown fields are an error, never silently dropped."""
+
+
+class CreateOrg(Command, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    slug: Slug
+    name: Name
+
+
+class CreateProject(Command, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    slug: Slug
+    name: Name
+    environments: Annotated[list[Environment], Meta(min_length=1, max_length=10)] = field(
+        default_factory=lambda: ["dev", "staging", "prod"]
+    )
+
+
+class RecordFinding(Command, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """Record one finding by hand or from an agent; scanners submit whole reports instead."""
+
+    project_id: str | None = None
+    tool: Annotated[str, Meta(min_length=1, max_length=100)]
+    rule_id: Annotated[str, Meta(min_length=1, max_length=500)]
+    title: Name
+    severity: Severity
+    path: ShortText | None = None
+    line: Line | None = None
+    message: Text = ""
+    fingerprint: Annotated[str, Meta(min_length=8, max_length=128)] | None = None
+    cwe: list[ShortText] = []
+    cve: list[ShortText] = []
+
+
+class IssueApiKey(Command, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    name: Name
+    roles: Annotated[list[Role], Meta(min_length=1)]
+    expires_in_days: Annotated[int, Meta(ge=1, le=3650)] | None = None

@@ -1,0 +1,61 @@
+"""The domain's error hierarchy; every adapter maps these once (HTTP problem, DLQ reason, exit 2)."""
+
+from __future__ import annotations
+
+
+class PearlError(Exception):
+    """Base of every error PeaRL raises on purpose; `code` is a stable machine-readable slug."""
+
+    code = "pearl-error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(PearlError):
+    """The addressed thing does not exist (or is not visible to the caller)."""
+
+    code = "not-found"
+
+
+class Conflict(PearlError):
+    """The command contradicts the current state (duplicate, concurrent change, wrong status)."""
+
+    code = "conflict"
+
+
+class ConcurrencyConflict(Conflict):
+    """Another writer changed the same aggregate first; retrying may succeed."""
+
+    code = "concurrency-conflict"
+
+
+class Forbidden(PearlError):
+    """The caller is authenticated but not allowed to do this."""
+
+    code = "forbidden"
+
+
+class Unauthenticated(PearlError):
+    """No valid credential was presented."""
+
+    code = "unauthenticated"
+
+
+class InvalidInput(PearlError):
+    """The input is malformed or violates a rule; nothing was recorded."""
+
+    code = "invalid-input"
+
+
+class IdempotencyMismatch(InvalidInput):
+    """The idempotency key was already used with a different request body."""
+
+    code = "idempotency-key-reused"
+
+
+class ReportError(InvalidInput):
+    """A scanner report could not be parsed; the whole report is rejected."""
+
+    code = "invalid-report"

@@ -1,0 +1,298 @@
+"""The PeaRL Application: one method per command, used by the HTTP, NATS, MCP and CLI paths."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import ApplicationRecorder, IntegrityError
+from eventsourcing.popo import POPOFactory
+
+from contracts.commands import CreateOrg, CreateProject, IssueApiKey, RecordFinding
+from domain.api_key import ApiKey, api_key_id, generate_key, split_token
+from domain.authz import SYSTEM_ORG, Action, Principal, Role, authorize
+from domain.errors import (
+    ConcurrencyConflict,
+    Conflict,
+    IdempotencyMismatch,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+)
+from domain.finding import Finding, finding_id
+from domain.idempotency import (
+    IdempotencyClaim,
+    IdempotencyStore,
+    MemoryIdempotentRecorder,
+    request_digest,
+)
+from domain.org import Org, org_id
+from domain.policy import sla_due
+from domain.project import Project
+
+A = TypeVar("A", bound=Aggregate)
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """A command's idempotency key and the digest of what it asked for."""
+
+    key: str
+    request_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """What a command answers: the ids it touched and the store position of its last event."""
+
+    ids: dict[str, Any]
+    position: int
+    replayed: bool = False
+    secret: dict[str, str] = field(default_factory=dict)
+
+    def body(self) -> dict[str, Any]:
+        return {**self.ids, **self.secret, "position": self.position}
+
+
+class PearlApp(Application[UUID]):
+    """Command handlers and aggregate queries over one event store (the `pearl_events` table)."""
+
+    name = "pearl"
+
+    def __init__(self, env: dict[str, str] | None = None, clock: Clock = utcnow) -> None:
+        self.clock = clock
+        super().__init__(env)
+
+    def construct_recorder(self) -> ApplicationRecorder:
+        if isinstance(self.factory, POPOFactory):
+            return MemoryIdempotentRecorder()
+        recorder = super().construct_recorder()
+        if not isinstance(recorder, IdempotencyStore):
+            msg = "PearlApp needs a recorder with idempotency claims (APPLICATION_RECORDER_TOPIC)"
+            raise TypeError(msg)
+        return recorder
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _load(self, cls: type[A], aggregate_id: UUID, what: str) -> A:
+        try:
+            aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            raise NotFound(f"{what} not found") from None
+        if not isinstance(aggregate, cls):
+            raise NotFound(f"{what} not found")
+        return aggregate
+
+    def _exists(self, aggregate_id: UUID) -> bool:
+        return aggregate_id in self.repository
+
+    def _replay(self, org: str, idem: Idempotency | None) -> CommandResult | None:
+        if idem is None:
+            return None
+        store = self.recorder
+        assert isinstance(store, IdempotencyStore)
+        record = store.find_idempotency(org, idem.key)
+        if record is None:
+            return None
+        if record.request_hash != idem.request_hash:
+            raise IdempotencyMismatch(
+                f"Idempotency-Key {idem.key!r} was already used with a different request"
+            )
+        return CommandResult(record.response, record.position, replayed=True)
+
+    def _commit(
+        self, org: str, ids: dict[str, Any], idem: Idempotency | None, *aggregates: Aggregate
+    ) -> CommandResult:
+        """Save the aggregates' new events, and the idempotency claim, in one transaction."""
+        claim = idem and IdempotencyClaim(org, idem.key, idem.request_hash, ids)
+        try:
+            recordings = self.save(*aggregates, idempotency=claim)
+        except IntegrityError:
+            replay = self._replay(org, idem)
+            if replay is not None:
+                return replay
+            raise ConcurrencyConflict("another change was saved first; retry the command") from None
+        if recordings:
+            position = max(r.notification.id for r in recordings)
+        else:
+            position = self.recorder.max_notification_id() or 0
+        return CommandResult(ids, position)
+
+    def now(self) -> str:
+        return self.clock().isoformat()
+
+    # --- orgs and keys ----------------------------------------------------------------------
+
+    def create_org(
+        self, principal: Principal, cmd: CreateOrg, idem: Idempotency | None = None
+    ) -> CommandResult:
+        authorize(principal, Action.ORG_CREATE, cmd.slug)
+        if (replay := self._replay(cmd.slug, idem)) is not None:
+            return replay
+        if cmd.slug == SYSTEM_ORG or self._exists(org_id(cmd.slug)):
+            raise Conflict(f"org {cmd.slug!r} already exists")
+        org = Org(org=cmd.slug, name=cmd.name, actor=principal.actor)
+        return self._commit(cmd.slug, {"org": cmd.slug, "id": str(org.id)}, idem, org)
+
+    def get_org(self, principal: Principal, slug: str) -> Org:
+        authorize(principal, Action.ORG_READ, slug)
+        return self._load(Org, org_id(slug), f"org {slug!r}")
+
+    def issue_api_key(self, principal: Principal, org: str, cmd: IssueApiKey) -> CommandResult:
+        """Issue a key; its token is in the answer once and never stored or replayed."""
+        authorize(principal, Action.APIKEY_ISSUE, org)
+        if org != SYSTEM_ORG:
+            self._load(Org, org_id(org), f"org {org!r}")
+        return self._issue_key(org, cmd, principal.actor)
+
+    def _issue_key(self, org: str, cmd: IssueApiKey, actor: str) -> CommandResult:
+        new = generate_key(org)
+        expires = cmd.expires_in_days and (self.clock() + timedelta(days=cmd.expires_in_days))
+        key = ApiKey(
+            org=org,
+            key_id=new.key_id,
+            name=cmd.name,
+            roles=list(cmd.roles),
+            salt=new.salt,
+            digest=new.digest,
+            expires_at=expires.isoformat() if expires else None,
+            actor=actor,
+        )
+        result = self._commit(org, {"key_id": new.key_id, "org": org}, None, key)
+        return CommandResult(result.ids, result.position, secret={"token": new.token})
+
+    def bootstrap_admin_key(self, name: str = "bootstrap admin") -> str:
+        """Create a platform administrator key (first start of an installation)."""
+        cmd = IssueApiKey(name=name, roles=["admin"])
+        return self._issue_key(SYSTEM_ORG, cmd, "system:bootstrap").secret["token"]
+
+    def revoke_api_key(
+        self, principal: Principal, org: str, key_id: str, reason: str
+    ) -> CommandResult:
+        authorize(principal, Action.APIKEY_REVOKE, org)
+        key = self._load(ApiKey, api_key_id(key_id), f"API key {key_id!r}")
+        if key.org != org:
+            raise NotFound(f"API key {key_id!r} not found")
+        key.revoke(reason=reason, actor=principal.actor)
+        return self._commit(org, {"key_id": key_id}, None, key)
+
+    def authenticate(self, token: str) -> Principal:
+        """The principal a `pk_…` token stands for; Unauthenticated for anything else."""
+        org, key_id = split_token(token)
+        try:
+            key = self.repository.get(api_key_id(key_id))
+        except AggregateNotFoundError:
+            raise Unauthenticated("unknown API key") from None
+        if not isinstance(key, ApiKey) or key.org != org or not key.matches(token):
+            raise Unauthenticated("unknown API key")
+        if key.revoked:
+            raise Unauthenticated("API key revoked")
+        if key.expires_at and datetime.fromisoformat(key.expires_at) <= self.clock():
+            raise Unauthenticated("API key expired")
+        roles = frozenset(Role(r) for r in key.roles)
+        kind = "system" if org == SYSTEM_ORG else "agent" if Role.AGENT in roles else "service"
+        return Principal(id=key_id, org=org, roles=roles, kind=kind, name=key.name)
+
+    # --- projects ---------------------------------------------------------------------------
+
+    def create_project(
+        self, principal: Principal, org: str, cmd: CreateProject, idem: Idempotency | None = None
+    ) -> CommandResult:
+        authorize(principal, Action.PROJECT_CREATE, org)
+        if (replay := self._replay(org, idem)) is not None:
+            return replay
+        self._load(Org, org_id(org), f"org {org!r}")
+        if len(set(cmd.environments)) != len(cmd.environments):
+            raise InvalidInput("environments must be unique")
+        project = Project(
+            org=org,
+            slug=cmd.slug,
+            name=cmd.name,
+            environments=list(cmd.environments),
+            actor=principal.actor,
+        )
+        if self._exists(project.id):
+            raise Conflict(f"project {cmd.slug!r} already exists in org {org!r}")
+        ids = {"org": org, "id": str(project.id), "slug": cmd.slug}
+        return self._commit(org, ids, idem, project)
+
+    def get_project(self, principal: Principal, project_id: UUID) -> Project:
+        """The project, if the principal may see it; another org's project is simply not found."""
+        project = self._load(Project, project_id, f"project {project_id}")
+        authorize(principal, Action.PROJECT_READ, project.org)
+        return project
+
+    def _project_for(self, principal: Principal, project_id: UUID, action: Action) -> Project:
+        project = self._load(Project, project_id, f"project {project_id}")
+        authorize(principal, action, project.org)
+        return project
+
+    # --- findings ---------------------------------------------------------------------------
+
+    def record_finding(
+        self,
+        principal: Principal,
+        project_id: UUID,
+        cmd: RecordFinding,
+        idem: Idempotency | None = None,
+    ) -> CommandResult:
+        """Record one finding; the same fingerprint again only marks it seen again."""
+        project = self._project_for(principal, project_id, Action.FINDING_RECORD)
+        if (replay := self._replay(project.org, idem)) is not None:
+            return replay
+        fingerprint = cmd.fingerprint or manual_fingerprint(cmd)
+        fid = finding_id(project.id, fingerprint)
+        seen_at = self.clock()
+        if self._exists(fid):
+            finding = self._load(Finding, fid, f"finding {fid}")
+            finding.observe(cmd.tool, "manual", seen_at.isoformat(), principal.actor)
+        else:
+            finding = Finding(
+                org=project.org,
+                project_id=str(project.id),
+                fingerprint=fingerprint,
+                tool=cmd.tool,
+                rule_id=cmd.rule_id,
+                title=cmd.title,
+                severity=cmd.severity,
+                details={
+                    "path": cmd.path,
+                    "line": cmd.line,
+                    "message": cmd.message,
+                    "cwe": list(cmd.cwe),
+                    "cve": list(cmd.cve),
+                },
+                scan_id=None,
+                seen_at=seen_at.isoformat(),
+                sla_due=sla_due(cmd.severity, seen_at),
+                actor=principal.actor,
+            )
+        ids = {"id": str(fid), "project_id": str(project.id), "fingerprint": fingerprint}
+        return self._commit(project.org, ids, idem, finding)
+
+    def get_finding(self, principal: Principal, fid: UUID) -> Finding:
+        finding = self._load(Finding, fid, f"finding {fid}")
+        authorize(principal, Action.FINDING_READ, finding.org)
+        return finding
+
+
+def manual_fingerprint(cmd: RecordFinding) -> str:
+    """Fingerprint of a hand-recorded finding: tool, rule, path and message, never the line."""
+    parts = (cmd.tool, cmd.rule_id, cmd.path or "", " ".join(cmd.message.split()) or cmd.title)
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def command_idempotency(key: str | None, *parts: Any) -> Idempotency | None:
+    """Build the idempotency of a command from its key and the parts that define the request."""
+    return None if not key else Idempotency(key, request_digest(*parts))

@@ -1,0 +1,129 @@
+"""Value types shared by every scanner parser: the normalized finding, the report and drafts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from domain.scanners.jsonstream import HeadInfo, Source
+
+SEVERITIES = ("critical", "high", "medium", "low", "info")
+KINDS = ("code", "dependency", "secret", "config")
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizedFinding:
+    """One scanner finding in PeaRL's vocabulary, whatever tool and format produced it."""
+
+    tool: str
+    rule_id: str
+    title: str
+    severity: str
+    confidence: str | None
+    kind: str
+    path: str | None
+    line: int | None
+    end_line: int | None
+    package: str | None
+    installed_version: str | None
+    fixed_version: str | None
+    cwe: tuple[str, ...]
+    cve: tuple[str, ...]
+    message: str
+    fingerprint: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict of every field (tuples become lists) for JSON Lines output."""
+        return {
+            "tool": self.tool,
+            "rule_id": self.rule_id,
+            "title": self.title,
+            "severity": self.severity,
+            "confidence": self.confidence,
+            "kind": self.kind,
+            "path": self.path,
+            "line": self.line,
+            "end_line": self.end_line,
+            "package": self.package,
+            "installed_version": self.installed_version,
+            "fixed_version": self.fixed_version,
+            "cwe": list(self.cwe),
+            "cve": list(self.cve),
+            "message": self.message,
+            "fingerprint": self.fingerprint,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedReport:
+    """A whole scanner report, parsed completely: never a partial result."""
+
+    format: str
+    tool: str
+    tool_version: str | None
+    findings: tuple[NormalizedFinding, ...]
+
+
+@dataclass(slots=True)
+class Draft:
+    """A finding before de-duplication and fingerprinting, which need the whole report."""
+
+    tool: str
+    rule_id: str
+    title: str
+    severity: str
+    kind: str
+    message: str
+    key: str
+    confidence: str | None = None
+    path: str | None = None
+    line: int | None = None
+    end_line: int | None = None
+    package: str | None = None
+    package_name: str | None = None
+    installed_version: str | None = None
+    fixed_version: str | None = None
+    cwe: tuple[str, ...] = ()
+    cve: tuple[str, ...] = ()
+    vuln_id: str | None = None
+
+    def finish(self, fingerprint: str) -> NormalizedFinding:
+        """Freeze this draft into a NormalizedFinding carrying its final fingerprint."""
+        return NormalizedFinding(
+            tool=self.tool,
+            rule_id=self.rule_id,
+            title=self.title,
+            severity=self.severity,
+            confidence=self.confidence,
+            kind=self.kind,
+            path=self.path,
+            line=self.line,
+            end_line=self.end_line,
+            package=self.package,
+            installed_version=self.installed_version,
+            fixed_version=self.fixed_version,
+            cwe=self.cwe,
+            cve=self.cve,
+            message=self.message,
+            fingerprint=fingerprint,
+        )
+
+
+@dataclass(slots=True)
+class RawReport:
+    """What a format module hands back: the producing tool and its findings as drafts."""
+
+    tool: str
+    tool_version: str | None
+    drafts: Sequence[Draft] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class ScannerFormat:
+    """One registered report format: how to recognise its head and how to parse it."""
+
+    name: str
+    sniff: Callable[[HeadInfo], bool]
+    parse: Callable[[Source], RawReport]

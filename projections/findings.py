@@ -1,0 +1,80 @@
+"""finding_view: the current state of every finding, one row each, idempotent by version."""
+
+from __future__ import annotations
+
+from psycopg.types.json import Jsonb
+
+from contracts.envelope import EventEnvelope, event_type
+from projections.base import Cursor, Projection
+
+
+async def _recorded(cur: Cursor, env: EventEnvelope) -> None:
+    d = env.data
+    details = d.get("details") or {}
+    await cur.execute(
+        "INSERT INTO finding_view (id, org, project_id, fingerprint, tool, sources, rule_id, title,"
+        " severity, status, path, line, details, first_seen, last_seen, scan_count, sla_due,"
+        " version, position)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'open', %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (id) DO NOTHING",
+        (
+            env.aggregateid, env.org, d["project_id"], d["fingerprint"], d["tool"],
+            Jsonb([d["tool"]]), d["rule_id"], d["title"], d["severity"],
+            details.get("path"), details.get("line"), Jsonb(details), d["seen_at"], d["seen_at"],
+            1 if d.get("scan_id") else 0, d.get("sla_due"), env.aggregateversion, env.position,
+        ),
+    )
+
+
+async def _seen(cur: Cursor, env: EventEnvelope, status: str | None) -> None:
+    d = env.data
+    await cur.execute(
+        "UPDATE finding_view SET last_seen = %s, scan_count = scan_count + 1,"
+        " sources = CASE WHEN sources ? %s THEN sources ELSE sources || %s END,"
+        " status = COALESCE(%s, status), version = %s, position = %s"
+        " WHERE id = %s AND version < %s",
+        (
+            d["seen_at"], d["tool"], Jsonb([d["tool"]]), status, env.aggregateversion,
+            env.position, env.aggregateid, env.aggregateversion,
+        ),
+    )
+
+
+async def _seen_again(cur: Cursor, env: EventEnvelope) -> None:
+    await _seen(cur, env, None)
+
+
+async def _reopened(cur: Cursor, env: EventEnvelope) -> None:
+    await _seen(cur, env, "reopened")
+
+
+async def _set_status(
+    cur: Cursor, env: EventEnvelope, status: str, justification: str | None = None
+) -> None:
+    await cur.execute(
+        "UPDATE finding_view SET status = %s, justification = COALESCE(%s, justification),"
+        " version = %s, position = %s WHERE id = %s AND version < %s",
+        (status, justification, env.aggregateversion, env.position, env.aggregateid,
+         env.aggregateversion),
+    )
+
+
+async def _fixed(cur: Cursor, env: EventEnvelope) -> None:
+    await _set_status(cur, env, "fixed")
+
+
+async def _triaged(cur: Cursor, env: EventEnvelope) -> None:
+    await _set_status(cur, env, env.data["status"], env.data["justification"])
+
+
+PROJECTION = Projection(
+    name="findings",
+    tables=("finding_view",),
+    handlers={
+        event_type("finding", "recorded"): _recorded,
+        event_type("finding", "seen_again"): _seen_again,
+        event_type("finding", "reopened"): _reopened,
+        event_type("finding", "fixed"): _fixed,
+        event_type("finding", "triaged"): _triaged,
+    },
+)

@@ -1,0 +1,151 @@
+"""Read-side queries over the read models; every query is scoped to one org."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from projections.runner import CHECKPOINT
+
+Pool = AsyncConnectionPool[AsyncConnection[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+async def _rows(pool: Pool, sql: str, params: tuple[Any, ...] | list[Any]) -> list[dict[str, Any]]:
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql, params)  # type: ignore[arg-type]
+        return await cur.fetchall()
+
+
+async def position(pool: Pool) -> int:
+    rows = await _rows(pool, "SELECT position FROM projection_checkpoint WHERE name = %s",
+                       (CHECKPOINT,))
+    return int(rows[0]["position"]) if rows else 0
+
+
+async def wait_for_position(pool: Pool, target: int, timeout: float) -> bool:
+    """Read-your-writes: wait (bounded) until the read models reached `target`."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        if await position(pool) >= target:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+async def org(pool: Pool, slug: str) -> dict[str, Any] | None:
+    rows = await _rows(pool, "SELECT org, id, name, created_at, created_by FROM org_view"
+                       " WHERE org = %s", (slug,))
+    return rows[0] if rows else None
+
+
+async def project(pool: Pool, project_id: str) -> dict[str, Any] | None:
+    rows = await _rows(pool, "SELECT id, org, slug, name, environments, created_at"
+                       " FROM project_view WHERE id = %s", (project_id,))
+    return rows[0] if rows else None
+
+
+async def projects(pool: Pool, org_slug: str) -> list[dict[str, Any]]:
+    return await _rows(pool, "SELECT id, org, slug, name, environments, created_at"
+                       " FROM project_view WHERE org = %s ORDER BY slug", (org_slug,))
+
+
+FINDING_COLUMNS = (
+    "id, org, project_id, fingerprint, tool, sources, rule_id, title, severity, status, path,"
+    " line, details, first_seen, last_seen, scan_count, sla_due, justification, version"
+)
+
+
+async def findings(  # noqa: PLR0913
+    pool: Pool,
+    org_slug: str,
+    project_id: str,
+    *,
+    status: str | None = None,
+    severity: str | None = None,
+    tool: str | None = None,
+    path_prefix: str | None = None,
+    after: str | None = None,
+    limit: int = 100,
+) -> Page:
+    where = ["org = %s", "project_id = %s"]
+    params: list[Any] = [org_slug, project_id]
+    for column, value in (("status", status), ("severity", severity), ("tool", tool)):
+        if value:
+            where.append(f"{column} = %s")
+            params.append(value)
+    if path_prefix:
+        where.append("path LIKE %s")
+        params.append(path_prefix.replace("%", r"\%").replace("_", r"\_") + "%")
+    if after:
+        where.append("id > %s")
+        params.append(after)
+    params.append(limit + 1)
+    sql = (
+        f"SELECT {FINDING_COLUMNS} FROM finding_view WHERE {' AND '.join(where)}"  # noqa: S608
+        " ORDER BY id LIMIT %s"
+    )
+    rows = await _rows(pool, sql, params)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, str(rows[-1]["id"]) if more else None)
+
+
+async def finding(pool: Pool, finding_id: str) -> dict[str, Any] | None:
+    rows = await _rows(pool, f"SELECT {FINDING_COLUMNS} FROM finding_view WHERE id = %s",  # noqa: S608
+                       (finding_id,))
+    return rows[0] if rows else None
+
+
+AUDIT_COLUMNS = (
+    "position, org, seq, event_id, type, aggregate, aggregate_id, aggregate_version, project_id,"
+    " actor, actor_kind, occurred_at, data, trace_id, prev_hash, hash"
+)
+
+
+async def audit(  # noqa: PLR0913
+    pool: Pool,
+    org_slug: str,
+    *,
+    project_id: str | None = None,
+    aggregate_id: str | None = None,
+    actor: str | None = None,
+    type_: str | None = None,
+    after: int | None = None,
+    limit: int = 100,
+) -> Page:
+    where = ["org = %s"]
+    params: list[Any] = [org_slug]
+    for column, value in (
+        ("project_id", project_id), ("aggregate_id", aggregate_id), ("actor", actor),
+        ("type", type_),
+    ):
+        if value:
+            where.append(f"{column} = %s")
+            params.append(value)
+    if after is not None:
+        where.append("position > %s")
+        params.append(after)
+    params.append(limit + 1)
+    sql = (
+        f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE {' AND '.join(where)}"  # noqa: S608
+        " ORDER BY position LIMIT %s"
+    )
+    rows = await _rows(pool, sql, params)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, str(rows[-1]["position"]) if more else None)

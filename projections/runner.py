@@ -1,0 +1,119 @@
+"""Apply batches of events to every read model in one transaction with the checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from contracts.envelope import EventEnvelope
+from projections import audit, findings, orgs, scope
+from projections.base import Projection
+
+log = logging.getLogger(__name__)
+
+#: Order matters: scope first (others look it up), audit last.
+PROJECTIONS: tuple[Projection, ...] = (
+    scope.PROJECTION,
+    orgs.PROJECTION,
+    findings.PROJECTION,
+    audit.PROJECTION,
+)
+CHECKPOINT = "read_models"
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One delivered event: its JetStream stream sequence (None when replayed from the store)."""
+
+    stream_seq: int | None
+    envelope: EventEnvelope | None  # None: undecodable, skipped but still passed over
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """How many items were applied or were duplicates; `gap_at` is the first item not handled."""
+
+    applied: int
+    duplicates: int
+    gap_at: int | None
+    position: int
+
+
+async def migrate(conn: AsyncConnection[Any]) -> None:
+    """Create the read-model tables (idempotent)."""
+    sql = resources.files("projections.migrations").joinpath("001_read_models.sql").read_text()
+    async with conn.transaction():
+        await conn.execute(sql)  # type: ignore[arg-type]
+
+
+async def apply_batch(conn: AsyncConnection[Any], items: Sequence[Item]) -> BatchOutcome:
+    """Apply items in stream order, exactly once, and move the checkpoint, in one transaction.
+
+    An item at or below the checkpoint was applied before (a redelivery) and is skipped. An item
+    whose stream sequence is beyond the next expected one means an earlier one is still pending
+    redelivery: nothing from there on is applied, so no event is ever applied out of order.
+    """
+    applied = duplicates = 0
+    gap_at: int | None = None
+    async with conn.transaction(), conn.cursor() as cur:
+        await cur.execute(
+            "INSERT INTO projection_checkpoint (name) VALUES (%s) ON CONFLICT DO NOTHING",
+            (CHECKPOINT,),
+        )
+        await cur.execute(
+            "SELECT position, stream_seq FROM projection_checkpoint WHERE name = %s FOR UPDATE",
+            (CHECKPOINT,),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        position, last_seq = row
+        for index, item in enumerate(items):
+            seq = item.stream_seq
+            if seq is not None and last_seq is not None:
+                if seq <= last_seq:
+                    duplicates += 1
+                    continue
+                if seq != last_seq + 1:
+                    gap_at = index
+                    break
+            env = item.envelope
+            if env is None or env.position <= position:
+                duplicates += 1
+            else:
+                for projection in PROJECTIONS:
+                    await projection.apply(cur, env)
+                position = env.position
+                applied += 1
+            if seq is not None:
+                last_seq = seq
+        await cur.execute(
+            "UPDATE projection_checkpoint SET position = %s, stream_seq = %s WHERE name = %s",
+            (position, last_seq, CHECKPOINT),
+        )
+    return BatchOutcome(applied, duplicates, gap_at, position)
+
+
+async def checkpoint(conn: AsyncConnection[Any]) -> int:
+    """The event-store position the read models have reached."""
+    cur = await conn.execute(
+        "SELECT position FROM projection_checkpoint WHERE name = %s", (CHECKPOINT,)
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+def all_tables() -> Iterable[str]:
+    for projection in PROJECTIONS:
+        yield from projection.tables
+
+
+async def reset(conn: AsyncConnection[Any]) -> None:
+    """Empty every read model and the checkpoint, before a rebuild."""
+    tables = ", ".join([*all_tables(), "projection_checkpoint"])
+    async with conn.transaction():
+        await conn.execute(f"TRUNCATE {tables}")  # type: ignore[arg-type]

@@ -1,0 +1,99 @@
+"""Litestar app factory: routes, problem+json errors, health/readiness, tracing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from litestar import Litestar, MediaType, Request, Response, get
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from domain.base import current_traceparent as event_traceparent
+from services.api.context import ApiContext, ProjectionLag
+from services.api.problems import HANDLERS, problem
+from services.api.routes import ROUTES
+from services.telemetry import current_traceparent, span_from
+
+log = logging.getLogger(__name__)
+VERSION = "0.1.0"
+
+
+def tracing_middleware(app: ASGIApp) -> ASGIApp:
+    """One span per request, continuing the caller's `traceparent`; events are stamped with it."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        name = f"{scope['method']} {scope['path']}"
+        with span_from(headers, name, **{"http.method": scope["method"]}) as span:
+            token = event_traceparent.set(current_traceparent())
+
+            async def send_with_status(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    span.set_attribute("http.status_code", message["status"])
+                await send(message)
+
+            try:
+                await app(scope, receive, send_with_status)
+            finally:
+                event_traceparent.reset(token)
+
+    return middleware
+
+
+def on_projection_lag(request: Request[Any, Any, Any], exc: ProjectionLag) -> Response[Any]:
+    response = problem(503, "projection-lag", "Read models are behind", str(exc), request,
+                       position=exc.position)
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+@get("/health", operation_id="health", tags=["ops"], media_type=MediaType.JSON)
+async def health() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@get("/ready", operation_id="ready", tags=["ops"])
+async def ready(state: State) -> Response[dict[str, Any]]:
+    """PostgreSQL and NATS are reachable (503 otherwise)."""
+    ctx: ApiContext = state.ctx
+    checks: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(2.0), ctx.pool.connection() as conn:
+            await conn.execute("SELECT 1")
+        checks["postgres"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - readiness reports any failure
+        checks["postgres"] = f"unavailable: {type(exc).__name__}"
+    connected = ctx.nc is not None and ctx.nc.is_connected
+    checks["nats"] = "ok" if connected else "unavailable"
+    ok = all(v == "ok" for v in checks.values())
+    return Response({"status": "ready" if ok else "not-ready", "checks": checks},
+                    status_code=200 if ok else 503)
+
+
+def create_app(ctx: ApiContext) -> Litestar:
+    """Build the API around an already-wired context (the composition root owns connections)."""
+    settings = ctx.settings
+    cors = CORSConfig(allow_origins=settings.cors_origins) if settings.cors_origins else None
+    return Litestar(
+        route_handlers=[health, ready, *ROUTES],
+        state=State({"ctx": ctx}),
+        exception_handlers={**HANDLERS, ProjectionLag: on_projection_lag},
+        middleware=[tracing_middleware],
+        openapi_config=OpenAPIConfig(
+            title="PeaRL API", version=VERSION,
+            description="Event-sourced governance for software that agents and CI/CD ship.",
+            path="/schema",
+        ),
+        request_max_body_size=settings.max_body_bytes,
+        cors_config=cors,
+        debug=False,
+        logging_config=None,
+    )

@@ -1,0 +1,78 @@
+"""Per-process API state: the Application, the read pool, NATS, and authentication."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from litestar import Request
+from nats.aio.client import Client
+
+from domain.authz import Principal
+from domain.errors import InvalidInput, Unauthenticated
+from domain.pearl_app import PearlApp
+from projections import queries
+from projections.queries import Pool
+from services.settings import Settings
+
+AUTH_CACHE_SECONDS = 5.0
+
+
+@dataclass
+class ApiContext:
+    """Everything a request handler needs, built once by the composition root."""
+
+    settings: Settings
+    pearl: PearlApp
+    pool: Pool
+    nc: Client | None = None
+    _auth_cache: dict[str, tuple[float, Principal]] = field(default_factory=dict)
+
+    async def authenticate(self, request: Request[Any, Any, Any]) -> Principal:
+        token = bearer_token(request)
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        cached = self._auth_cache.get(digest)
+        now = time.monotonic()
+        if cached and cached[0] > now:
+            return cached[1]
+        principal = await asyncio.to_thread(self.pearl.authenticate, token)
+        if len(self._auth_cache) > 10_000:
+            self._auth_cache.clear()
+        self._auth_cache[digest] = (now + AUTH_CACHE_SECONDS, principal)
+        return principal
+
+    async def wait_for(self, min_position: int | None) -> None:
+        """Read-your-writes: block (bounded) until projections reached `min_position`."""
+        if not min_position:
+            return
+        limit = self.settings.read_wait_max_seconds
+        if not await queries.wait_for_position(self.pool, min_position, limit):
+            raise ProjectionLag(min_position, limit)
+
+
+class ProjectionLag(Exception):
+    """The read models did not reach the requested position in time."""
+
+    def __init__(self, position: int, waited: float) -> None:
+        super().__init__(f"read models have not reached position {position} after {waited:.1f}s")
+        self.position = position
+
+
+def bearer_token(request: Request[Any, Any, Any]) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    key = request.headers.get("x-api-key", "").strip()
+    if key:
+        return key
+    raise Unauthenticated("send an API key as 'Authorization: Bearer <key>'")
+
+
+def parse_position(value: int | None) -> int | None:
+    if value is not None and value < 0:
+        raise InvalidInput("min_position must be >= 0")
+    return value

@@ -1,0 +1,98 @@
+"""RFC 9457 problem details: the one mapping from errors to HTTP responses."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from domain import errors
+
+log = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "urn:pearl:problem:"
+
+STATUS: dict[type[errors.PearlError], int] = {
+    errors.Unauthenticated: 401,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.ConcurrencyConflict: 409,
+    errors.Conflict: 409,
+    errors.IdempotencyMismatch: 422,
+    errors.ReportError: 422,
+    errors.InvalidInput: 422,
+}
+_HTTP_CODES = {
+    400: "bad-request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    429: "rate-limited",
+    503: "unavailable",
+}
+
+
+def problem(
+    status: int, code: str, title: str, detail: str, request: Request[Any, Any, Any] | None = None,
+    **extra: Any,
+) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + code, "title": title, "status": status, "detail": detail, **extra,
+    }
+    if request is not None:
+        body["instance"] = request.url.path
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def status_for(exc: errors.PearlError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 400
+
+
+def on_pearl_error(request: Request[Any, Any, Any], exc: errors.PearlError) -> Response[Any]:
+    status = status_for(exc)
+    title = type(exc).__name__.replace("_", " ")
+    return problem(status, exc.code, title, exc.detail, request)
+
+
+def on_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    errors_ = [
+        {"field": e.get("key"), "message": e.get("message"), "source": e.get("source")}
+        for e in extra
+        if isinstance(e, dict)
+    ]
+    return problem(400, "invalid-request", "Invalid request", str(exc.detail), request,
+                   errors=errors_)
+
+
+def on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    code = _HTTP_CODES.get(exc.status_code, "http-error")
+    response = problem(
+        exc.status_code, code, code.replace("-", " ").capitalize(), str(exc.detail), request
+    )
+    response.headers.update(exc.headers or {})
+    return response
+
+
+def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled error", extra={"path": request.url.path})
+    return problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal", "Internal error",
+                   "the request failed unexpectedly; it was logged", request)
+
+
+HANDLERS: dict[type[Exception] | int, Any] = {
+    errors.PearlError: on_pearl_error,
+    ValidationException: on_validation,
+    HTTPException: on_http,
+    Exception: on_unexpected,
+}

@@ -1,0 +1,208 @@
+"""HTTP controllers: parse input, call one Application method or query, shape the answer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.params import Parameter
+
+from contracts.commands import CreateOrg, CreateProject, IssueApiKey, RecordFinding
+from domain.authz import Action, Principal, authorize
+from domain.errors import NotFound
+from domain.pearl_app import CommandResult, command_idempotency
+from domain.wire import to_envelope
+from projections import queries
+from services.api.context import ApiContext
+
+IdemKey = Annotated[
+    str | None,
+    Parameter(header="Idempotency-Key", required=False, max_length=200,
+              description="Same key and body → the first answer again; other body → 422"),
+]
+MinPosition = Annotated[
+    int | None,
+    Parameter(query="min_position", required=False, ge=0,
+              description="Wait (bounded) until the read models reached this event position"),
+]
+Limit = Annotated[int, Parameter(query="limit", ge=1, le=1000)]
+SeverityQ = Literal["critical", "high", "medium", "low", "info"]
+StatusQ = Literal["open", "fixed", "reopened", "false_positive", "not_affected", "accepted_risk"]
+
+
+async def provide_ctx(state: State) -> ApiContext:
+    ctx: ApiContext = state.ctx
+    return ctx
+
+
+async def provide_principal(request: Request[Any, Any, Any], ctx: ApiContext) -> Principal:
+    return await ctx.authenticate(request)
+
+
+DEPENDENCIES = {"ctx": Provide(provide_ctx), "principal": Provide(provide_principal)}
+
+
+def accepted(result: CommandResult, status: int = 201) -> Response[dict[str, Any]]:
+    headers = {"Pearl-Position": str(result.position)}
+    if result.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(result.body(), status_code=status, headers=headers)
+
+
+async def run(fn: Callable[..., CommandResult], *args: Any) -> CommandResult:
+    return await asyncio.to_thread(fn, *args)
+
+
+async def visible_project(ctx: ApiContext, principal: Principal, project_id: UUID,
+                          action: Action) -> dict[str, Any]:
+    row = await queries.project(ctx.pool, str(project_id))
+    if row is None:
+        raise NotFound(f"project {project_id} not found")
+    authorize(principal, action, row["org"])
+    return row
+
+
+class OrgController(Controller):
+    path = "/v1/orgs"
+    tags = ["orgs"]
+    dependencies = DEPENDENCIES
+
+    @post("/", operation_id="createOrg", summary="Create an org (platform administrators)")
+    async def create_org(self, ctx: ApiContext, principal: Principal, data: CreateOrg,
+                         idempotency_key: IdemKey = None) -> Response[dict[str, Any]]:
+        idem = command_idempotency(idempotency_key, "createOrg", data)
+        return accepted(await run(ctx.pearl.create_org, principal, data, idem))
+
+    @get("/{org:str}", operation_id="getOrg")
+    async def get_org(self, ctx: ApiContext, principal: Principal, org: str,
+                      min_position: MinPosition = None) -> dict[str, Any]:
+        authorize(principal, Action.ORG_READ, org)
+        await ctx.wait_for(min_position)
+        row = await queries.org(ctx.pool, org)
+        if row is None:
+            raise NotFound(f"org {org!r} not found")
+        return row
+
+    @post("/{org:str}/projects", operation_id="createProject")
+    async def create_project(self, ctx: ApiContext, principal: Principal, org: str,
+                             data: CreateProject, idempotency_key: IdemKey = None
+                             ) -> Response[dict[str, Any]]:
+        idem = command_idempotency(idempotency_key, "createProject", org, data)
+        return accepted(await run(ctx.pearl.create_project, principal, org, data, idem))
+
+    @get("/{org:str}/projects", operation_id="listProjects")
+    async def list_projects(self, ctx: ApiContext, principal: Principal, org: str,
+                            min_position: MinPosition = None) -> dict[str, Any]:
+        authorize(principal, Action.PROJECT_READ, org)
+        await ctx.wait_for(min_position)
+        return {"items": await queries.projects(ctx.pool, org)}
+
+    @post("/{org:str}/keys", operation_id="issueApiKey",
+          summary="Issue an API key; its token is shown in this answer only")
+    async def issue_key(self, ctx: ApiContext, principal: Principal, org: str,
+                        data: IssueApiKey) -> Response[dict[str, Any]]:
+        return accepted(await run(ctx.pearl.issue_api_key, principal, org, data))
+
+    @delete("/{org:str}/keys/{key_id:str}", operation_id="revokeApiKey", status_code=200)
+    async def revoke_key(self, ctx: ApiContext, principal: Principal, org: str, key_id: str,
+                         reason: str = "revoked") -> Response[dict[str, Any]]:
+        return accepted(await run(ctx.pearl.revoke_api_key, principal, org, key_id, reason), 200)
+
+
+class ProjectController(Controller):
+    path = "/v1/projects"
+    tags = ["projects", "findings"]
+    dependencies = DEPENDENCIES
+
+    @get("/{project_id:uuid}", operation_id="getProject")
+    async def get_project(self, ctx: ApiContext, principal: Principal, project_id: UUID,
+                          min_position: MinPosition = None) -> dict[str, Any]:
+        await ctx.wait_for(min_position)
+        return await visible_project(ctx, principal, project_id, Action.PROJECT_READ)
+
+    @post("/{project_id:uuid}/findings", operation_id="recordFinding")
+    async def record_finding(self, ctx: ApiContext, principal: Principal, project_id: UUID,
+                             data: RecordFinding, idempotency_key: IdemKey = None
+                             ) -> Response[dict[str, Any]]:
+        idem = command_idempotency(idempotency_key, "recordFinding", project_id, data)
+        return accepted(await run(ctx.pearl.record_finding, principal, project_id, data, idem))
+
+    @get("/{project_id:uuid}/findings", operation_id="listFindings")
+    async def list_findings(  # noqa: PLR0913
+        self, ctx: ApiContext, principal: Principal, project_id: UUID,
+        status: StatusQ | None = None, severity: SeverityQ | None = None,
+        tool: str | None = None, path_prefix: str | None = None,
+        cursor: UUID | None = None, limit: Limit = 100, min_position: MinPosition = None,
+    ) -> dict[str, Any]:
+        await ctx.wait_for(min_position)
+        project = await visible_project(ctx, principal, project_id, Action.FINDING_READ)
+        page = await queries.findings(
+            ctx.pool, project["org"], str(project_id), status=status, severity=severity,
+            tool=tool, path_prefix=path_prefix, after=str(cursor) if cursor else None,
+            limit=limit,
+        )
+        return {"items": page.items, "next_cursor": page.next_cursor}
+
+
+class FindingController(Controller):
+    path = "/v1/findings"
+    tags = ["findings"]
+    dependencies = DEPENDENCIES
+
+    @get("/{finding_id:uuid}", operation_id="getFinding",
+         summary="A finding's current state and its full event history")
+    async def get_finding(self, ctx: ApiContext, principal: Principal, finding_id: UUID,
+                          min_position: MinPosition = None) -> dict[str, Any]:
+        await ctx.wait_for(min_position)
+        row = await queries.finding(ctx.pool, str(finding_id))
+        if row is None:
+            raise NotFound(f"finding {finding_id} not found")
+        authorize(principal, Action.FINDING_READ, row["org"])
+        events = await asyncio.to_thread(list, ctx.pearl.events.get(finding_id))
+        history = []
+        for event in events:
+            env = to_envelope(event, 0)
+            history.append({"type": env.type, "version": env.aggregateversion,
+                            "time": env.time, "actor": env.actor, "data": env.data})
+        return {**row, "history": history}
+
+
+class AuditController(Controller):
+    path = "/v1/audit"
+    tags = ["audit"]
+    dependencies = DEPENDENCIES
+
+    @get("/", operation_id="listAudit",
+         summary="The hash-chained audit trail of one org, filtered, cursor-paginated")
+    async def list_audit(  # noqa: PLR0913
+        self, ctx: ApiContext, principal: Principal, org: str | None = None,
+        project: UUID | None = None, aggregate_id: UUID | None = None, actor: str | None = None,
+        type: str | None = None,  # noqa: A002
+        cursor: int | None = None, limit: Limit = 100, min_position: MinPosition = None,
+    ) -> dict[str, Any]:
+        await ctx.wait_for(min_position)
+        scope = org or principal.org
+        if project is not None:
+            row = await visible_project(ctx, principal, project, Action.AUDIT_READ)
+            scope = row["org"]
+        authorize(principal, Action.AUDIT_READ, scope)
+        page = await queries.audit(
+            ctx.pool, scope, project_id=str(project) if project else None,
+            aggregate_id=str(aggregate_id) if aggregate_id else None, actor=actor, type_=type,
+            after=cursor, limit=limit,
+        )
+        return {"items": page.items, "next_cursor": page.next_cursor}
+
+
+@get("/v1/whoami", operation_id="whoami", dependencies=DEPENDENCIES, tags=["auth"])
+async def whoami(principal: Principal) -> dict[str, Any]:
+    return {"id": principal.id, "org": principal.org, "roles": sorted(principal.roles),
+            "kind": principal.kind, "name": principal.name}
+
+
+ROUTES = [OrgController, ProjectController, FindingController, AuditController, whoami]

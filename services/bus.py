@@ -1,0 +1,70 @@
+"""NATS connection and the JetStream streams PeaRL needs (created idempotently at start)."""
+
+from __future__ import annotations
+
+import logging
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from contracts.subjects import Subjects
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_WINDOW_S = 24 * 3600.0
+
+
+def stream_configs(subjects: Subjects) -> list[StreamConfig]:
+    """Events (the outbox's destination), commands (work queue) and the dead-letter stream."""
+    return [
+        StreamConfig(
+            name=subjects.events_stream,
+            subjects=[subjects.all_events],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            discard=DiscardPolicy.OLD,
+        ),
+        StreamConfig(
+            name=subjects.commands_stream,
+            subjects=[subjects.all_commands],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            duplicate_window=600.0,
+        ),
+        StreamConfig(
+            name=subjects.dlq_stream,
+            subjects=[subjects.all_dlq],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=30 * 24 * 3600.0,
+        ),
+    ]
+
+
+async def connect(url: str, name: str) -> Client:
+    return await nats.connect(
+        url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5
+    )
+
+
+async def ensure_streams(js: JetStreamContext, subjects: Subjects) -> None:
+    """Create or update PeaRL's streams; safe to run from every process at start."""
+    for config in stream_configs(subjects):
+        try:
+            await js.stream_info(config.name or "")
+            await js.update_stream(config)
+        except NotFoundError:
+            await js.add_stream(config)
+            log.info("created stream", extra={"stream": config.name})
+
+
+async def delete_streams(js: JetStreamContext, subjects: Subjects) -> None:
+    for config in stream_configs(subjects):
+        try:
+            await js.delete_stream(config.name or "")
+        except NotFoundError:
+            pass

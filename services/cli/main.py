@@ -1,0 +1,148 @@
+"""`pearl`: run PeaRL (`up`, one process, migrations), parse scans, rebuild read models."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from domain.errors import PearlError
+from services import telemetry
+from services.settings import Settings
+
+log = logging.getLogger("pearl.cli")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for name in ("host", "port", "home"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return Settings(**overrides)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from services.supervisor import up
+
+    settings = _settings(args)
+    telemetry.setup("up", settings.log_level, json_logs=False)
+    return up(settings)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from services import runtime
+
+    settings = _settings(args)
+    telemetry.setup(args.process, settings.log_level, json_logs=settings.log_json,
+                    console=settings.otel_console)
+    runner = {
+        "api": runtime.run_api,
+        "relay": runtime.run_relay,
+        "projector": runtime.run_projector,
+        "worker": runtime.run_worker,
+    }[args.process]
+    asyncio.run(runner(settings))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from services.runtime import migrate
+
+    settings = _settings(args)
+    telemetry.setup("migrate", settings.log_level, json_logs=False)
+    asyncio.run(migrate(settings))
+    return 0
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from services.rebuild import rebuild_read_models
+
+    settings = _settings(args)
+    telemetry.setup("rebuild", settings.log_level, json_logs=False)
+    count = asyncio.run(rebuild_read_models(settings))
+    print(f"rebuilt read models from {count} events")  # noqa: T201
+    return 0
+
+
+def cmd_scan_parse(args: argparse.Namespace) -> int:
+    from domain.scanners import parse_report
+
+    with Path(args.file).open("rb") as fh:
+        report = parse_report(fh, args.tool)
+    out = sys.stdout
+    for finding in report.findings:
+        out.write(json.dumps(finding.to_dict(), separators=(",", ":")) + "\n")
+    return 0
+
+
+def cmd_openapi(args: argparse.Namespace) -> int:
+    from services.api.openapi import openapi_document
+
+    text = json.dumps(openapi_document(), indent=2, sort_keys=True) + "\n"
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pearl", description="PeaRL governance service")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start everything (embedded NATS/PostgreSQL if not configured)")
+    up.add_argument("--host")
+    up.add_argument("--port", type=int)
+    up.add_argument("--home", type=Path, help="data directory (default ./.pearl)")
+    up.set_defaults(func=cmd_up)
+
+    run = sub.add_parser("run", help="run one process against NATS_URL and DATABASE_URL")
+    run.add_argument("process", choices=["api", "relay", "projector", "worker"])
+    run.add_argument("--host")
+    run.add_argument("--port", type=int)
+    run.set_defaults(func=cmd_run)
+
+    mig = sub.add_parser("migrate", help="create the event store, read models and streams")
+    mig.set_defaults(func=cmd_migrate)
+
+    proj = sub.add_parser("projections", help="read-model maintenance")
+    proj_sub = proj.add_subparsers(dest="action", required=True)
+    reb = proj_sub.add_parser("rebuild", help="rebuild every read model from the event store")
+    reb.set_defaults(func=cmd_rebuild)
+
+    scan = sub.add_parser("scan", help="scanner reports")
+    scan_sub = scan.add_subparsers(dest="action", required=True)
+    parse = scan_sub.add_parser("parse", help="print normalized findings as JSON Lines")
+    parse.add_argument("file")
+    parse.add_argument("--tool", help="force a format instead of auto-detecting")
+    parse.set_defaults(func=cmd_scan_parse)
+
+    oa = sub.add_parser("openapi", help="write the OpenAPI document")
+    oa.add_argument("--output", default="-")
+    oa.set_defaults(func=cmd_openapi)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except PearlError as exc:
+        print(f"pearl: {exc.detail}", file=sys.stderr)  # noqa: T201
+        return 2
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"pearl: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

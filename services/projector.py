@@ -1,0 +1,97 @@
+"""The projection worker: a durable JetStream pull consumer feeding `projections.runner`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import msgspec
+import psycopg
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from contracts.envelope import EventEnvelope
+from contracts.subjects import Subjects
+from projections.runner import Item, apply_batch
+from services.telemetry import span_from
+
+log = logging.getLogger(__name__)
+_decoder = msgspec.json.Decoder(EventEnvelope)
+
+
+class Projector:
+    """Fetches batches, applies each in one transaction with the checkpoint, then acks."""
+
+    def __init__(
+        self, js: JetStreamContext, subjects: Subjects, database_url: str, batch_size: int = 256
+    ) -> None:
+        self.js = js
+        self.subjects = subjects
+        self.database_url = database_url
+        self.batch_size = batch_size
+        self.durable = f"{subjects.root}-projector"
+        self.applied = 0
+
+    async def subscribe(self) -> Any:
+        config = ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=30,
+            max_ack_pending=self.batch_size * 4,
+        )
+        return await self.js.pull_subscribe(
+            self.subjects.all_events, durable=self.durable, stream=self.subjects.events_stream,
+            config=config,
+        )
+
+    @staticmethod
+    def to_items(msgs: list[Msg]) -> list[Item]:
+        items = []
+        for msg in msgs:
+            seq = msg.metadata.sequence.stream
+            try:
+                items.append(Item(seq, _decoder.decode(msg.data)))
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                log.error("undecodable event skipped", extra={"stream_seq": seq})
+                items.append(Item(seq, None))
+        return items
+
+    async def handle(self, conn: psycopg.AsyncConnection[Any], msgs: list[Msg]) -> None:
+        items = self.to_items(msgs)
+        first = msgs[0].headers or {}
+        with span_from(first, "projector.batch", size=len(msgs)):
+            outcome = await apply_batch(conn, items)
+        done = len(msgs) if outcome.gap_at is None else outcome.gap_at
+        await asyncio.gather(*(m.ack() for m in msgs[:done]))
+        await asyncio.gather(*(m.nak(delay=1.0) for m in msgs[done:]))
+        self.applied += outcome.applied
+
+    async def run(self, stop: asyncio.Event) -> None:
+        sub = await self.subscribe()
+        conn: psycopg.AsyncConnection[Any] | None = None
+        while not stop.is_set():
+            try:
+                if conn is None or conn.closed:
+                    conn = await psycopg.AsyncConnection.connect(self.database_url)
+                msgs = await sub.fetch(self.batch_size, timeout=1.0)
+            except (NatsTimeoutError, TimeoutError):
+                continue
+            except (psycopg.Error, OSError) as exc:
+                log.warning("projector cannot reach PostgreSQL", extra={"error": str(exc)})
+                await asyncio.sleep(1.0)
+                continue
+            if not msgs:
+                continue
+            try:
+                await self.handle(conn, msgs)
+            except (psycopg.Error, OSError) as exc:
+                log.warning("projection batch failed; will be redelivered", extra={"error": str(exc)})
+                await asyncio.gather(*(m.nak(delay=1.0) for m in msgs), return_exceptions=True)
+                await conn.close()
+                conn = None
+        if conn is not None:
+            await conn.close()

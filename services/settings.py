@@ -1,0 +1,84 @@
+"""Configuration of every PeaRL process, from the environment (pydantic-settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.store import RECORDER_TOPIC
+
+
+class Settings(BaseSettings):
+    """All knobs; `NATS_URL` and `DATABASE_URL` unset means `pearl up` embeds its own servers."""
+
+    model_config = SettingsConfigDict(env_prefix="PEARL_", extra="ignore")
+
+    nats_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("NATS_URL", "PEARL_NATS_URL")
+    )
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "PEARL_DATABASE_URL")
+    )
+    subject_root: str = Field(default="pearl", pattern=r"^[a-z][a-z0-9_]{0,30}$")
+    home: Path = Path(".pearl")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    db_pool_size: int = 8
+    log_level: str = "INFO"
+    log_json: bool = True
+    max_body_bytes: int = 1024 * 1024
+    max_report_bytes: int = 100 * 1024 * 1024
+    read_wait_max_seconds: float = 10.0
+    relay_batch_size: int = 500
+    projector_batch_size: int = 256
+    worker_batch_size: int = 64
+    cors_origins: list[str] = []
+    otel_console: bool = False
+
+    def require_urls(self) -> tuple[str, str]:
+        if not self.nats_url or not self.database_url:
+            raise RuntimeError("NATS_URL and DATABASE_URL must be set (or run `pearl up`)")
+        return self.nats_url, self.database_url
+
+    def event_store_env(self, *, create_tables: bool = False) -> dict[str, str]:
+        """The `eventsourcing` environment for the PostgreSQL event store at DATABASE_URL."""
+        _, database_url = self.require_urls()
+        return event_store_env(database_url, self.db_pool_size, create_tables=create_tables)
+
+
+def event_store_env(database_url: str, pool_size: int = 4, *, create_tables: bool) -> dict[str, str]:
+    url = urlparse(database_url)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "APPLICATION_RECORDER_TOPIC": RECORDER_TOPIC,
+        "POSTGRES_DBNAME": (url.path or "/postgres").lstrip("/") or "postgres",
+        "POSTGRES_HOST": url.hostname or "127.0.0.1",
+        "POSTGRES_PORT": str(url.port or 5432),
+        "POSTGRES_USER": unquote(url.username or "postgres"),
+        "POSTGRES_PASSWORD": unquote(url.password or ""),
+        "POSTGRES_POOL_SIZE": str(pool_size),
+        "POSTGRES_MAX_OVERFLOW": str(pool_size),
+        "POSTGRES_CONN_MAX_AGE": "600",
+        "POSTGRES_PRE_PING": "y",
+        "POSTGRES_LOCK_TIMEOUT": "10",
+        "CREATE_TABLE": "y" if create_tables else "n",
+    }
+
+
+def redact(url: str | None) -> str:
+    """A URL with its password removed, safe to log."""
+    if not url:
+        return ""
+    parsed = urlparse(url)
+    if parsed.password is None:
+        return url
+    netloc = f"{parsed.username}:***@{parsed.hostname}" + (f":{parsed.port}" if parsed.port else "")
+    return parsed._replace(netloc=netloc).geturl()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)

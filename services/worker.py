@@ -1,0 +1,158 @@
+"""The command worker: FastStream subscriber on `<root>.cmd.>` calling the Application.
+
+Each command is processed exactly once: its envelope id is its idempotency key, recorded in the
+same transaction as its events. A command that can never succeed (malformed, unknown, refused)
+goes to the dead-letter stream with the reason and is acked; a transient failure is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import msgspec
+from faststream import FastStream
+from faststream.middlewares import AckPolicy
+from faststream.nats import JStream, NatsBroker, PullSub
+from faststream.nats.annotations import NatsMessage
+from faststream.nats.message import NatsMessage as RawNatsMessage
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
+from psycopg import Error as PsycopgError
+
+from contracts.envelope import CommandEnvelope
+from contracts.subjects import Subjects
+from domain.errors import ConcurrencyConflict, PearlError, Unauthenticated
+from domain.idempotency import request_digest
+from domain.pearl_app import Idempotency, PearlApp
+from services.commands import ROUTES, decode_body
+from services.telemetry import span_from
+
+log = logging.getLogger(__name__)
+MAX_DELIVER = 10
+_decoder = msgspec.json.Decoder(CommandEnvelope)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """`ack`, `retry` (transient) or `dead` (to the DLQ with `reason`)."""
+
+    action: str
+    reason: str = ""
+    code: str = ""
+
+
+ACK = Outcome("ack")
+
+
+def _bearer(headers: dict[str, str]) -> str:
+    value = headers.get("Authorization") or headers.get("authorization") or ""
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("command has no 'Authorization: Bearer <key>' header")
+    return token.strip()
+
+
+class CommandProcessor:
+    """Turns one bus message into one Application call; never raises for bad input."""
+
+    def __init__(self, app: PearlApp, js: JetStreamContext, subjects: Subjects) -> None:
+        self.app = app
+        self.js = js
+        self.subjects = subjects
+
+    def execute(self, subject: str, body: bytes, headers: dict[str, str]) -> Outcome:
+        """Validate and run the command (blocking: call it in a worker thread)."""
+        try:
+            org, aggregate, command = self.subjects.parse_command(subject)
+        except ValueError as exc:
+            return Outcome("dead", str(exc), "invalid-subject")
+        route = ROUTES.get((aggregate, command))
+        if route is None:
+            return Outcome("dead", f"unknown command {aggregate}.{command}", "unknown-command")
+        try:
+            envelope = _decoder.decode(body)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            return Outcome("dead", f"malformed command envelope: {exc}", "invalid-input")
+        try:
+            principal = self.app.authenticate(_bearer(headers))
+            cmd = decode_body(route, envelope.data)
+            idem = Idempotency(f"cmd:{envelope.id}", request_digest(subject, envelope.data))
+            result = route.handle(self.app, principal, org, cmd, idem)
+        except ConcurrencyConflict as exc:
+            return Outcome("retry", exc.detail, exc.code)
+        except PearlError as exc:
+            return Outcome("dead", exc.detail, exc.code)
+        log.info(
+            "command applied",
+            extra={"subject": subject, "org": org, "position": result.position,
+                   "replayed": result.replayed},
+        )
+        return ACK
+
+    async def process(self, msg: RawNatsMessage) -> None:
+        raw = msg.raw_message
+        headers = dict(raw.headers or {})
+        with span_from(headers, "worker.command", subject=raw.subject):
+            try:
+                outcome = await asyncio.to_thread(self.execute, raw.subject, raw.data, headers)
+            except (PsycopgError, OSError, RuntimeError) as exc:
+                log.warning("command failed transiently", extra={"error": str(exc)})
+                outcome = Outcome("retry", str(exc), "unavailable")
+            except Exception as exc:  # a bug must not kill the consumer nor lose the command
+                log.exception("command failed unexpectedly")
+                outcome = Outcome("retry", str(exc), "unavailable")
+        deliveries = raw.metadata.num_delivered if raw.metadata else 1
+        if outcome.action == "retry" and deliveries >= MAX_DELIVER:
+            outcome = Outcome("dead", f"gave up after {deliveries} attempts: {outcome.reason}",
+                              outcome.code)
+        if outcome.action == "dead":
+            await self.dead_letter(raw.subject, raw.data, headers, outcome,
+                                   raw.metadata.sequence.stream if raw.metadata else 0)
+        if outcome.action == "retry":
+            await msg.nack(delay=min(0.2 * deliveries, 5.0))
+        else:
+            await msg.ack()
+
+    async def dead_letter(
+        self, subject: str, body: bytes, headers: dict[str, str], outcome: Outcome, seq: int
+    ) -> None:
+        """Park the message in the DLQ with the reason; credentials are never copied."""
+        kept = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+        kept.update(
+            {
+                "Pearl-Dlq-Reason": outcome.reason[:1000].replace("\n", " ").replace("\r", " "),
+                "Pearl-Dlq-Code": outcome.code,
+                "Pearl-Original-Subject": subject,
+                "Nats-Msg-Id": f"dlq-{self.subjects.root}-{seq}",
+            }
+        )
+        await self.js.publish(self.subjects.dlq(subject), body, headers=kept)
+        log.warning("command dead-lettered", extra={"subject": subject, "code": outcome.code,
+                                                     "reason": outcome.reason[:200]})
+
+
+def create_worker(
+    app: PearlApp, nats_url: str, subjects: Subjects, batch_size: int = 64
+) -> tuple[FastStream, NatsBroker]:
+    """Build (not start) the FastStream app and broker of the command worker."""
+    broker = NatsBroker(nats_url, max_reconnect_attempts=-1, logger=log, log_level=logging.DEBUG)
+    holder: dict[str, CommandProcessor] = {}
+
+    @broker.subscriber(
+        subjects.all_commands,
+        stream=JStream(name=subjects.commands_stream, declare=False),
+        durable=f"{subjects.root}-worker",
+        pull_sub=PullSub(batch_size=batch_size, timeout=1.0),
+        ack_policy=AckPolicy.MANUAL,
+        config=ConsumerConfig(ack_wait=60, max_ack_pending=1000),
+    )
+    async def handle_command(msg: NatsMessage) -> None:
+        processor = holder.get("p")
+        if processor is None:
+            js = broker.connection.jetstream()
+            processor = holder["p"] = CommandProcessor(app, js, subjects)
+        await processor.process(msg)
+
+    return FastStream(broker), broker
