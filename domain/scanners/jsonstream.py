@@ -278,6 +278,11 @@ class JsonScan:
         while self.read(HEAD_SIZE):
             pass
 
+    @property
+    def groups(self) -> int:
+        """Return how many group containers (e.g. SARIF runs) have started so far."""
+        return len(self._bounds)
+
     def group_of(self, ordinal: int) -> int:
         """Return the index of the group container holding the ordinal-th item (-1: none)."""
         return bisect_right(self._bounds, ordinal) - 1

@@ -1,0 +1,59 @@
+"""Shared fixtures: one database and one subject root per test session, removed afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+
+from services import telemetry
+from services.bus import delete_streams
+from services.runtime import migrate, subjects_of
+from services.settings import Settings
+from tests.support.infra import Servers, create_database, drop_database, servers, unique_name
+from tests.support.stack import Stack, running_stack
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def samples_dir() -> Path:
+    import os
+
+    env = os.environ.get("PEARL_SAMPLES_DIR")
+    return Path(env) if env else ROOT.parent / "shared" / "samples" / "scans"
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Servers]:
+    with servers() as found:
+        yield found
+
+
+@pytest.fixture(scope="session")
+async def settings(infra: Servers) -> AsyncIterator[Settings]:
+    """Settings pointing at this session's own database and subject root, migrated."""
+    dbname = unique_name("pearl_test_")
+    database_url = await asyncio.to_thread(create_database, infra.postgres, dbname)
+    root = unique_name("t")
+    s = Settings(nats_url=infra.nats, database_url=database_url, subject_root=root,
+                 read_wait_max_seconds=15.0, db_pool_size=4)
+    await migrate(s)
+    try:
+        yield s
+    finally:
+        nc = await nats.connect(infra.nats)
+        try:
+            await delete_streams(nc.jetstream(), subjects_of(s))
+        finally:
+            await nc.close()
+        await asyncio.to_thread(drop_database, infra.postgres, dbname)
+
+
+@pytest.fixture(scope="session")
+async def stack(settings: Settings) -> AsyncIterator[Stack]:
+    telemetry.setup("tests", "WARNING")
+    async with running_stack(settings) as running:
+        yield running
