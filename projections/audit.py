@@ -74,3 +74,14 @@ async def _append(cur: Cursor, env: EventEnvelope) -> None:
 PROJECTION = Projection(
     name="audit", tables=("audit_log", "audit_chain_head"), handlers={}, every=_append
 )
+
+
+def verify_chain(entries: list[tuple[EventEnvelope, int, str]]) -> int | None:
+    """Recompute one org's chain from (event, seq, stored hash) in order; first bad position."""
+    prev = GENESIS
+    for expected_seq, (env, seq, stored) in enumerate(entries, start=1):
+        digest = chain_hash(prev, canonical_entry(env, expected_seq))
+        if seq != expected_seq or digest != stored:
+            return env.position
+        prev = digest
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -32,16 +33,16 @@ def infra() -> Iterator[Servers]:
         yield found
 
 
-@pytest.fixture(scope="session")
-async def settings(infra: Servers) -> AsyncIterator[Settings]:
-    """Settings pointing at this session's own database and subject root, migrated."""
+@contextlib.asynccontextmanager
+async def provisioned(infra: Servers) -> AsyncIterator[Settings]:
+    """Settings pointing at a new database and subject root, migrated, removed afterwards."""
     dbname = unique_name("pearl_test_")
     database_url = await asyncio.to_thread(create_database, infra.postgres, dbname)
     root = unique_name("t")
     s = Settings(nats_url=infra.nats, database_url=database_url, subject_root=root,
                  read_wait_max_seconds=15.0, db_pool_size=4)
-    await migrate(s)
     try:
+        await migrate(s)
         yield s
     finally:
         nc = await nats.connect(infra.nats)
@@ -50,6 +51,20 @@ async def settings(infra: Servers) -> AsyncIterator[Settings]:
         finally:
             await nc.close()
         await asyncio.to_thread(drop_database, infra.postgres, dbname)
+
+
+@pytest.fixture(scope="session")
+async def settings(infra: Servers) -> AsyncIterator[Settings]:
+    """The session's shared database and subject root."""
+    async with provisioned(infra) as s:
+        yield s
+
+
+@pytest.fixture
+async def fresh_settings(infra: Servers) -> AsyncIterator[Settings]:
+    """A database and subject root of this test's own (for tests that run processes)."""
+    async with provisioned(infra) as s:
+        yield s
 
 
 @pytest.fixture(scope="session")

@@ -89,7 +89,7 @@ def _severity(vuln: JsonObject, related: list[JsonObject]) -> str:
         for metric in listing(entry, "cvss")
         if (score := number(metric, "metrics", "baseScore")) is not None
     ]
-    return cvss(max(scores)) or "info" if scores else "info"
+    return (cvss(max(scores)) if scores else None) or "info"
 
 
 def _fix(vuln: JsonObject) -> str | None:

@@ -17,6 +17,7 @@ from domain.scanners.common import (
     listing,
     mapping,
     norm_path,
+    number,
     purl,
     require_object,
     text,
@@ -64,10 +65,10 @@ def _severity(entry: JsonObject) -> str:
     scores = [
         score
         for source in mapping(entry, "CVSS").values()
-        for score in (text(source, "V3Score"), text(source, "V2Score"))
-        if score
+        for score in (number(source, "V3Score"), number(source, "V2Score"))
+        if score is not None
     ]
-    return cvss(max(scores, key=float)) if scores else "info"
+    return (cvss(max(scores)) if scores else None) or "info"
 
 
 def _vulnerabilities(result: JsonObject) -> Iterator[Draft]:

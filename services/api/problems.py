@@ -26,7 +26,7 @@ STATUS: dict[type[errors.PearlError], int] = {
     errors.InvalidInput: 422,
 }
 _HTTP_CODES = {
-    400: "bad-request",
+    400: "invalid-request",
     401: "unauthenticated",
     403: "forbidden",
     404: "not-found",
