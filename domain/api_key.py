@@ -67,7 +67,7 @@ class ApiKey(PearlAggregate):
         return api_key_id(key_id)
 
     @event("Issued")
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         org: str,
         key_id: str,

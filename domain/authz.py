@@ -72,7 +72,7 @@ class Principal:
 
 
 def authorize(principal: Principal, action: Action, org: str) -> None:
-    """Allow or raise: another org's things are invisible (NotFound), a missing role is Forbidden."""
+    """Allow or raise: another org's things are invisible (NotFound); a missing role, Forbidden."""
     if principal.is_platform_admin:
         return
     if principal.org != org:

@@ -1,4 +1,4 @@
-"""The domain's error hierarchy; every adapter maps these once (HTTP problem, DLQ reason, exit 2)."""
+"""The domain's error hierarchy; each adapter maps it once (HTTP problem, DLQ reason, exit 2)."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ class Finding(PearlAggregate):
         return finding_id(project_id, fingerprint)
 
     @event("Recorded")
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         org: str,
         project_id: str,

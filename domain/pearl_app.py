@@ -87,7 +87,7 @@ class PearlApp(Application[UUID]):
 
     def _load(self, cls: type[A], aggregate_id: UUID, what: str) -> A:
         try:
-            aggregate = self.repository.get(aggregate_id)
+            aggregate: Aggregate = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             raise NotFound(f"{what} not found") from None
         if not isinstance(aggregate, cls):
@@ -191,7 +191,7 @@ class PearlApp(Application[UUID]):
         """The principal a `pk_…` token stands for; Unauthenticated for anything else."""
         org, key_id = split_token(token)
         try:
-            key = self.repository.get(api_key_id(key_id))
+            key: Aggregate = self.repository.get(api_key_id(key_id))
         except AggregateNotFoundError:
             raise Unauthenticated("unknown API key") from None
         if not isinstance(key, ApiKey) or key.org != org or not key.matches(token):

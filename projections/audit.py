@@ -57,10 +57,22 @@ async def _append(cur: Cursor, env: EventEnvelope) -> None:
         " aggregate_version, project_id, actor, actor_kind, occurred_at, data, trace_id,"
         " prev_hash, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (
-            env.position, env.org, seq, env.id, env.type, env.aggregate, env.aggregateid,
-            env.aggregateversion, scope[0] if scope else None, env.actor,
-            env.actor.partition(":")[0], env.time, Jsonb(env.data), trace_id(env.traceparent),
-            prev, digest,
+            env.position,
+            env.org,
+            seq,
+            env.id,
+            env.type,
+            env.aggregate,
+            env.aggregateid,
+            env.aggregateversion,
+            scope[0] if scope else None,
+            env.actor,
+            env.actor.partition(":")[0],
+            env.time,
+            Jsonb(env.data),
+            trace_id(env.traceparent),
+            prev,
+            digest,
         ),
     )
     await cur.execute(

@@ -18,10 +18,24 @@ async def _recorded(cur: Cursor, env: EventEnvelope) -> None:
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'open', %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         " ON CONFLICT (id) DO NOTHING",
         (
-            env.aggregateid, env.org, d["project_id"], d["fingerprint"], d["tool"],
-            Jsonb([d["tool"]]), d["rule_id"], d["title"], d["severity"],
-            details.get("path"), details.get("line"), Jsonb(details), d["seen_at"], d["seen_at"],
-            1 if d.get("scan_id") else 0, d.get("sla_due"), env.aggregateversion, env.position,
+            env.aggregateid,
+            env.org,
+            d["project_id"],
+            d["fingerprint"],
+            d["tool"],
+            Jsonb([d["tool"]]),
+            d["rule_id"],
+            d["title"],
+            d["severity"],
+            details.get("path"),
+            details.get("line"),
+            Jsonb(details),
+            d["seen_at"],
+            d["seen_at"],
+            1 if d.get("scan_id") else 0,
+            d.get("sla_due"),
+            env.aggregateversion,
+            env.position,
         ),
     )
 
@@ -34,8 +48,14 @@ async def _seen(cur: Cursor, env: EventEnvelope, status: str | None) -> None:
         " status = COALESCE(%s, status), version = %s, position = %s"
         " WHERE id = %s AND version < %s",
         (
-            d["seen_at"], d["tool"], Jsonb([d["tool"]]), status, env.aggregateversion,
-            env.position, env.aggregateid, env.aggregateversion,
+            d["seen_at"],
+            d["tool"],
+            Jsonb([d["tool"]]),
+            status,
+            env.aggregateversion,
+            env.position,
+            env.aggregateid,
+            env.aggregateversion,
         ),
     )
 
@@ -54,8 +74,14 @@ async def _set_status(
     await cur.execute(
         "UPDATE finding_view SET status = %s, justification = COALESCE(%s, justification),"
         " version = %s, position = %s WHERE id = %s AND version < %s",
-        (status, justification, env.aggregateversion, env.position, env.aggregateid,
-         env.aggregateversion),
+        (
+            status,
+            justification,
+            env.aggregateversion,
+            env.position,
+            env.aggregateid,
+            env.aggregateversion,
+        ),
     )
 
 

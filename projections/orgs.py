@@ -21,8 +21,15 @@ async def _project_created(cur: Cursor, env: EventEnvelope) -> None:
     await cur.execute(
         "INSERT INTO project_view (id, org, slug, name, environments, created_at, position)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
-        (env.aggregateid, env.org, d["slug"], d["name"], Jsonb(d["environments"]), env.time,
-         env.position),
+        (
+            env.aggregateid,
+            env.org,
+            d["slug"],
+            d["name"],
+            Jsonb(d["environments"]),
+            env.time,
+            env.position,
+        ),
     )
 
 

@@ -24,13 +24,14 @@ class Page:
 
 async def _rows(pool: Pool, sql: str, params: tuple[Any, ...] | list[Any]) -> list[dict[str, Any]]:
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(sql, params)  # type: ignore[arg-type]
+        await cur.execute(sql, params)
         return await cur.fetchall()
 
 
 async def position(pool: Pool) -> int:
-    rows = await _rows(pool, "SELECT position FROM projection_checkpoint WHERE name = %s",
-                       (CHECKPOINT,))
+    rows = await _rows(
+        pool, "SELECT position FROM projection_checkpoint WHERE name = %s", (CHECKPOINT,)
+    )
     return int(rows[0]["position"]) if rows else 0
 
 
@@ -48,20 +49,28 @@ async def wait_for_position(pool: Pool, target: int, timeout: float) -> bool:
 
 
 async def org(pool: Pool, slug: str) -> dict[str, Any] | None:
-    rows = await _rows(pool, "SELECT org, id, name, created_at, created_by FROM org_view"
-                       " WHERE org = %s", (slug,))
+    rows = await _rows(
+        pool, "SELECT org, id, name, created_at, created_by FROM org_view WHERE org = %s", (slug,)
+    )
     return rows[0] if rows else None
 
 
 async def project(pool: Pool, project_id: str) -> dict[str, Any] | None:
-    rows = await _rows(pool, "SELECT id, org, slug, name, environments, created_at"
-                       " FROM project_view WHERE id = %s", (project_id,))
+    rows = await _rows(
+        pool,
+        "SELECT id, org, slug, name, environments, created_at FROM project_view WHERE id = %s",
+        (project_id,),
+    )
     return rows[0] if rows else None
 
 
 async def projects(pool: Pool, org_slug: str) -> list[dict[str, Any]]:
-    return await _rows(pool, "SELECT id, org, slug, name, environments, created_at"
-                       " FROM project_view WHERE org = %s ORDER BY slug", (org_slug,))
+    return await _rows(
+        pool,
+        "SELECT id, org, slug, name, environments, created_at"
+        " FROM project_view WHERE org = %s ORDER BY slug",
+        (org_slug,),
+    )
 
 
 FINDING_COLUMNS = (
@@ -70,7 +79,7 @@ FINDING_COLUMNS = (
 )
 
 
-async def findings(  # noqa: PLR0913
+async def findings(
     pool: Pool,
     org_slug: str,
     project_id: str,
@@ -106,8 +115,11 @@ async def findings(  # noqa: PLR0913
 
 
 async def finding(pool: Pool, finding_id: str) -> dict[str, Any] | None:
-    rows = await _rows(pool, f"SELECT {FINDING_COLUMNS} FROM finding_view WHERE id = %s",  # noqa: S608
-                       (finding_id,))
+    rows = await _rows(
+        pool,
+        f"SELECT {FINDING_COLUMNS} FROM finding_view WHERE id = %s",  # noqa: S608
+        (finding_id,),
+    )
     return rows[0] if rows else None
 
 
@@ -117,7 +129,7 @@ AUDIT_COLUMNS = (
 )
 
 
-async def audit(  # noqa: PLR0913
+async def audit(
     pool: Pool,
     org_slug: str,
     *,
@@ -131,7 +143,9 @@ async def audit(  # noqa: PLR0913
     where = ["org = %s"]
     params: list[Any] = [org_slug]
     for column, value in (
-        ("project_id", project_id), ("aggregate_id", aggregate_id), ("actor", actor),
+        ("project_id", project_id),
+        ("aggregate_id", aggregate_id),
+        ("actor", actor),
         ("type", type_),
     ):
         if value:

@@ -22,7 +22,7 @@ async def rebuild(conn: AsyncConnection[Any], read_batch: ReadBatch, batch_size:
     tables = ", ".join([*all_tables(), "projection_checkpoint"])
     count = 0
     async with conn.transaction():
-        await conn.execute(f"TRUNCATE {tables}")  # type: ignore[arg-type]
+        await conn.execute(f"TRUNCATE {tables}")
         after = 0
         while True:
             envelopes = read_batch(after, batch_size)

@@ -48,7 +48,7 @@ async def migrate(conn: AsyncConnection[Any]) -> None:
     """Create the read-model tables (idempotent)."""
     sql = resources.files("projections.migrations").joinpath("001_read_models.sql").read_text()
     async with conn.transaction():
-        await conn.execute(sql)  # type: ignore[arg-type]
+        await conn.execute(sql)
 
 
 async def apply_batch(conn: AsyncConnection[Any], items: Sequence[Item]) -> BatchOutcome:
@@ -116,4 +116,4 @@ async def reset(conn: AsyncConnection[Any]) -> None:
     """Empty every read model and the checkpoint, before a rebuild."""
     tables = ", ".join([*all_tables(), "projection_checkpoint"])
     async with conn.transaction():
-        await conn.execute(f"TRUNCATE {tables}")  # type: ignore[arg-type]
+        await conn.execute(f"TRUNCATE {tables}")

@@ -17,4 +17,6 @@ async def _scope(cur: Cursor, env: EventEnvelope) -> None:
     )
 
 
-PROJECTION = Projection(name="aggregate_scope", tables=("aggregate_scope",), handlers={}, every=_scope)
+PROJECTION = Projection(
+    name="aggregate_scope", tables=("aggregate_scope",), handlers={}, every=_scope
+)

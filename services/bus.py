@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import nats
@@ -64,7 +65,5 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects) -> None:
 
 async def delete_streams(js: JetStreamContext, subjects: Subjects) -> None:
     for config in stream_configs(subjects):
-        try:
+        with contextlib.suppress(NotFoundError):
             await js.delete_stream(config.name or "")
-        except NotFoundError:
-            pass

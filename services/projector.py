@@ -44,7 +44,9 @@ class Projector:
             max_ack_pending=self.batch_size * 4,
         )
         return await self.js.pull_subscribe(
-            self.subjects.all_events, durable=self.durable, stream=self.subjects.events_stream,
+            self.subjects.all_events,
+            durable=self.durable,
+            stream=self.subjects.events_stream,
             config=config,
         )
 
@@ -89,7 +91,9 @@ class Projector:
             try:
                 await self.handle(conn, msgs)
             except (psycopg.Error, OSError) as exc:
-                log.warning("projection batch failed; will be redelivered", extra={"error": str(exc)})
+                log.warning(
+                    "projection batch failed; will be redelivered", extra={"error": str(exc)}
+                )
                 await asyncio.gather(*(m.nak(delay=1.0) for m in msgs), return_exceptions=True)
                 await conn.close()
                 conn = None

@@ -114,7 +114,9 @@ class Relay:
                         continue
                     await waiter.wait(stop, timeout=1.0)
                 except (RuntimeError, psycopg.Error, OSError, TimeoutError) as exc:
-                    log.warning("relay batch failed, resuming from stream", extra={"error": str(exc)})
+                    log.warning(
+                        "relay batch failed, resuming from stream", extra={"error": str(exc)}
+                    )
                     await asyncio.sleep(0.5)
                     with contextlib.suppress(Exception):
                         self.position = await self.resume()
@@ -143,5 +145,5 @@ class _Waiter:
 async def _listener(database_url: str, app: PearlApp) -> _Waiter:
     conn = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
     channel = f"{app.name.lower()}_events"
-    await conn.execute(f'LISTEN "{channel}"')  # type: ignore[arg-type]
+    await conn.execute(f'LISTEN "{channel}"')
     return _Waiter(conn)

@@ -60,8 +60,9 @@ async def run_relay(settings: Settings) -> None:
     app = build_app(settings)
     nc = await connect(nats_url, "pearl-relay")
     try:
-        relay = Relay(app, nc.jetstream(), subjects_of(settings), database_url,
-                      settings.relay_batch_size)
+        relay = Relay(
+            app, nc.jetstream(), subjects_of(settings), database_url, settings.relay_batch_size
+        )
         await relay.run(stop_event())
     finally:
         await nc.close()
@@ -74,8 +75,9 @@ async def run_projector(settings: Settings) -> None:
     nats_url, database_url = settings.require_urls()
     nc = await connect(nats_url, "pearl-projector")
     try:
-        projector = Projector(nc.jetstream(), subjects_of(settings), database_url,
-                              settings.projector_batch_size)
+        projector = Projector(
+            nc.jetstream(), subjects_of(settings), database_url, settings.projector_batch_size
+        )
         await projector.run(stop_event())
     finally:
         await nc.close()
@@ -86,8 +88,9 @@ async def run_worker(settings: Settings) -> None:
 
     nats_url, _ = settings.require_urls()
     app = build_app(settings)
-    stream_app, _broker = create_worker(app, nats_url, subjects_of(settings),
-                                        settings.worker_batch_size)
+    stream_app, _broker = create_worker(
+        app, nats_url, subjects_of(settings), settings.worker_batch_size
+    )
     try:
         await stream_app.run()
     finally:
@@ -95,8 +98,9 @@ async def run_worker(settings: Settings) -> None:
 
 
 def read_pool(database_url: str, size: int = 8) -> AsyncConnectionPool[Any]:
-    return AsyncConnectionPool(database_url, min_size=1, max_size=size, open=False,
-                               kwargs={"autocommit": True})
+    return AsyncConnectionPool(
+        database_url, min_size=1, max_size=size, open=False, kwargs={"autocommit": True}
+    )
 
 
 async def run_api(settings: Settings) -> None:
@@ -111,8 +115,14 @@ async def run_api(settings: Settings) -> None:
     await pool.open()
     nc = await connect(nats_url, "pearl-api")
     ctx = ApiContext(settings=settings, pearl=app, pool=pool, nc=nc)
-    config = uvicorn.Config(create_app(ctx), host=settings.host, port=settings.port,
-                            log_config=None, access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        create_app(ctx),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
     try:
         await uvicorn.Server(config).serve()
     finally:

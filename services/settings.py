@@ -50,7 +50,9 @@ class Settings(BaseSettings):
         return event_store_env(database_url, self.db_pool_size, create_tables=create_tables)
 
 
-def event_store_env(database_url: str, pool_size: int = 4, *, create_tables: bool) -> dict[str, str]:
+def event_store_env(
+    database_url: str, pool_size: int = 4, *, create_tables: bool
+) -> dict[str, str]:
     url = urlparse(database_url)
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",

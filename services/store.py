@@ -28,7 +28,9 @@ class PostgresPearlRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
         self.claims_table = events_table_name.removesuffix("_events") + "_idempotency"
-        table = SQL("{0}.{1}").format(Identifier(self.datastore.schema), Identifier(self.claims_table))
+        table = SQL("{0}.{1}").format(
+            Identifier(self.datastore.schema), Identifier(self.claims_table)
+        )
         self.sql_create_statements.append(
             SQL(
                 "CREATE TABLE IF NOT EXISTS {0} ("

@@ -36,7 +36,10 @@ class Child:
     def start(self) -> None:
         log_file = self.log_path.open("ab")
         self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            self.argv, env=self.env, stdout=log_file, stderr=subprocess.STDOUT,
+            self.argv,
+            env=self.env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         log_file.close()
@@ -71,6 +74,30 @@ def ensure_admin_key(settings: Settings) -> Path:
         fh.write(token + "\n")
     os.chmod(path, 0o600)
     return path
+
+
+ENV_FILE = "pearl.env"
+
+
+def write_env_file(home: Path, settings: Settings) -> None:
+    """Where the running servers are, for CLI commands run while `pearl up` is up."""
+    lines = [
+        f"NATS_URL={settings.nats_url}",
+        f"DATABASE_URL={settings.database_url}",
+        f"PEARL_SUBJECT_ROOT={settings.subject_root}",
+    ]
+    path = home / ENV_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+def read_env_file(home: Path) -> dict[str, str]:
+    path = home / ENV_FILE
+    if not path.exists():
+        return {}
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {k.strip(): v.strip() for k, v in pairs}
 
 
 def wait_ready(url: str, timeout: float = 60.0) -> bool:
@@ -112,13 +139,19 @@ def up(settings: Settings) -> int:
             updates["database_url"] = pg.start()
             log.info("embedded PostgreSQL started", extra={"url": updates["database_url"]})
         settings = settings.model_copy(update={**updates, "home": home})
+        write_env_file(home, settings)
         asyncio.run(migrate(settings))
         key_path = ensure_admin_key(settings)
-        print(f"Admin API key: {key_path}", flush=True)  # noqa: T201 - user-facing output
-        env = {**os.environ, "NATS_URL": settings.nats_url or "",
-               "DATABASE_URL": settings.database_url or "", "PEARL_HOME": str(home),
-               "PEARL_HOST": settings.host, "PEARL_PORT": str(settings.port),
-               "PEARL_SUBJECT_ROOT": settings.subject_root}
+        print(f"Admin API key: {key_path}", flush=True)
+        env = {
+            **os.environ,
+            "NATS_URL": settings.nats_url or "",
+            "DATABASE_URL": settings.database_url or "",
+            "PEARL_HOME": str(home),
+            "PEARL_HOST": settings.host,
+            "PEARL_PORT": str(settings.port),
+            "PEARL_SUBJECT_ROOT": settings.subject_root,
+        }
         for name in PROCESSES:
             argv = [sys.executable, "-m", "services.cli.main", "run", name]
             children.append(Child(name, argv, env, home / "logs" / f"{name}.log"))
@@ -129,13 +162,16 @@ def up(settings: Settings) -> int:
         if not wait_ready(url):
             log.error("the API did not become ready; see logs", extra={"logs": str(home / "logs")})
             return 1
-        print(f"PeaRL API: {url}", flush=True)  # noqa: T201
+        print(f"PeaRL NATS: {settings.nats_url}", flush=True)
+        print(f"PeaRL API: {url}", flush=True)
         while not stopping:
             time.sleep(0.2)
             for child in children:
                 if child.proc is not None and child.proc.poll() is not None and not stopping:
-                    log.warning("process exited; restarting",
-                                extra={"process": child.name, "code": child.proc.returncode})
+                    log.warning(
+                        "process exited; restarting",
+                        extra={"process": child.name, "code": child.proc.returncode},
+                    )
                     child.restarts += 1
                     time.sleep(min(0.5 * child.restarts, 5.0))
                     child.start()
@@ -145,4 +181,6 @@ def up(settings: Settings) -> int:
             child.stop()
         for server in reversed(embedded):
             server.stop()
-        print("PeaRL stopped", flush=True)  # noqa: T201
+        with contextlib.suppress(FileNotFoundError):
+            (home / ENV_FILE).unlink()
+        print("PeaRL stopped", flush=True)

@@ -51,7 +51,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
-def setup(service: str, level: str = "INFO", *, json_logs: bool = True, console: bool = False) -> None:
+def setup(
+    service: str, level: str = "INFO", *, json_logs: bool = True, console: bool = False
+) -> None:
     """Configure logging and OpenTelemetry for one process (idempotent enough for tests)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(

@@ -86,8 +86,12 @@ class CommandProcessor:
             return Outcome("dead", exc.detail, exc.code)
         log.info(
             "command applied",
-            extra={"subject": subject, "org": org, "position": result.position,
-                   "replayed": result.replayed},
+            extra={
+                "subject": subject,
+                "org": org,
+                "position": result.position,
+                "replayed": result.replayed,
+            },
         )
         return ACK
 
@@ -105,11 +109,17 @@ class CommandProcessor:
                 outcome = Outcome("retry", str(exc), "unavailable")
         deliveries = raw.metadata.num_delivered if raw.metadata else 1
         if outcome.action == "retry" and deliveries >= MAX_DELIVER:
-            outcome = Outcome("dead", f"gave up after {deliveries} attempts: {outcome.reason}",
-                              outcome.code)
+            outcome = Outcome(
+                "dead", f"gave up after {deliveries} attempts: {outcome.reason}", outcome.code
+            )
         if outcome.action == "dead":
-            await self.dead_letter(raw.subject, raw.data, headers, outcome,
-                                   raw.metadata.sequence.stream if raw.metadata else 0)
+            await self.dead_letter(
+                raw.subject,
+                raw.data,
+                headers,
+                outcome,
+                raw.metadata.sequence.stream if raw.metadata else 0,
+            )
         if outcome.action == "retry":
             await msg.nack(delay=min(0.2 * deliveries, 5.0))
         else:
@@ -129,8 +139,10 @@ class CommandProcessor:
             }
         )
         await self.js.publish(self.subjects.dlq(subject), body, headers=kept)
-        log.warning("command dead-lettered", extra={"subject": subject, "code": outcome.code,
-                                                     "reason": outcome.reason[:200]})
+        log.warning(
+            "command dead-lettered",
+            extra={"subject": subject, "code": outcome.code, "reason": outcome.reason[:200]},
+        )
 
 
 def create_worker(

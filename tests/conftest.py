@@ -39,8 +39,13 @@ async def provisioned(infra: Servers) -> AsyncIterator[Settings]:
     dbname = unique_name("pearl_test_")
     database_url = await asyncio.to_thread(create_database, infra.postgres, dbname)
     root = unique_name("t")
-    s = Settings(nats_url=infra.nats, database_url=database_url, subject_root=root,
-                 read_wait_max_seconds=15.0, db_pool_size=4)
+    s = Settings(
+        nats_url=infra.nats,
+        database_url=database_url,
+        subject_root=root,
+        read_wait_max_seconds=15.0,
+        db_pool_size=4,
+    )
     try:
         await migrate(s)
         yield s

@@ -130,9 +130,7 @@ def _forced(tool: str) -> ScannerFormat:
     key = tool.strip().lower()
     key = _ALIASES.get(key, key.replace("-", "_"))
     if key not in FORMATS:
-        raise ReportError(
-            f"Unknown report format {tool!r}; expected one of: {', '.join(FORMATS)}."
-        )
+        raise ReportError(f"Unknown report format {tool!r}; expected one of: {', '.join(FORMATS)}.")
     return FORMATS[key]
 
 

@@ -47,7 +47,9 @@ def parse(source: Source) -> RawReport:
     )
     drafts = list(each(scan.items(), "Checkov failed check", _draft))
     for ordinal, draft in enumerate(drafts):
-        check_type = text(scan.first(f"{base}check_type", scan.group_of(ordinal) if listed else None))
+        check_type = text(
+            scan.first(f"{base}check_type", scan.group_of(ordinal) if listed else None)
+        )
         _classify(draft, check_type)
     version = text(scan.first(f"{base}summary.checkov_version")) or text(
         scan.first("checkov_version")

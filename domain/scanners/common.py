@@ -35,9 +35,9 @@ LEVELS: Mapping[str, str] = {
 def get(obj: object, *path: str | int) -> object:
     """Follow dict keys / list indexes through decoded JSON; None when any step is missing."""
     for step in path:
-        if isinstance(step, str) and isinstance(obj, dict):
+        if isinstance(obj, dict):
             obj = obj.get(step)
-        elif isinstance(step, int) and isinstance(obj, list) and -len(obj) <= step < len(obj):
+        elif isinstance(obj, list) and isinstance(step, int) and -len(obj) <= step < len(obj):
             obj = obj[step]
         else:
             return None
@@ -46,13 +46,11 @@ def get(obj: object, *path: str | int) -> object:
 
 def text(obj: object, *path: str | int) -> str | None:
     """Return the stripped string (or number, as text) at path; None when absent or blank."""
-    value = get(obj, *path)
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float):
-        return str(value)
+    value = get(obj, *path) if path else obj
     if isinstance(value, str):
         return value.strip() or None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
     return None
 
 

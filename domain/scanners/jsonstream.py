@@ -41,10 +41,11 @@ _TOP_VALUE_CAP = 256
 
 def _backend() -> ModuleType:
     """Return ijson's C (yajl2_c) backend when compiled in, else ijson's default backend."""
+    backend: ModuleType = ijson
     try:
-        backend: ModuleType = ijson.get_backend("yajl2_c")
+        backend = ijson.get_backend("yajl2_c")
     except ImportError:
-        return ijson
+        return backend
     return backend
 
 
@@ -69,9 +70,7 @@ def too_deep() -> ReportError:
 def json_error(exc: Exception) -> ReportError:
     """Turn an ijson/yajl parse error into one human sentence (truncated vs. malformed)."""
     if is_eof(exc):
-        return ReportError(
-            "The report is truncated: the JSON document ends before it is complete."
-        )
+        return ReportError("The report is truncated: the JSON document ends before it is complete.")
     return ReportError(f"The report is not valid JSON ({_first_line(exc)}).")
 
 
@@ -220,9 +219,7 @@ class Source:
         """Return "object", "array" or "scalar": the JSON type of the whole document."""
         return self.info.root
 
-    def scan(
-        self, prefix: str, *, group: str = "", meta: Collection[str] = ()
-    ) -> JsonScan:
+    def scan(self, prefix: str, *, group: str = "", meta: Collection[str] = ()) -> JsonScan:
         """Start the single streaming pass over the document (it can be started only once)."""
         if self._used:
             raise RuntimeError("a report Source can be scanned only once")
@@ -238,9 +235,7 @@ class JsonScan:
     small values at the `meta` prefixes, wherever in the document they appear.
     """
 
-    def __init__(
-        self, reader: _Chain, prefix: str, *, group: str, meta: Collection[str]
-    ) -> None:
+    def __init__(self, reader: _Chain, prefix: str, *, group: str, meta: Collection[str]) -> None:
         self._reader = reader
         self._prefix = prefix
         self._item_start = (prefix, "start_map", None)

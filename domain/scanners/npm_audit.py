@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import partial
 
 from domain.scanners.common import (
     JsonObject,
@@ -57,7 +58,7 @@ def _v2(packages: JsonObject) -> Iterator[Draft]:
         package = mapping(entry)
         name = text(package, "name") or key
         advisories = [via for via in listing(package, "via") if isinstance(via, dict)]
-        yield from each(advisories, f"advisory of {name}", lambda via: _v2_draft(package, name, via))
+        yield from each(advisories, f"advisory of {name}", partial(_v2_draft, package, name))
 
 
 def _v2_draft(package: JsonObject, name: str, via: JsonObject) -> Draft:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass, field, replace
 from urllib.parse import unquote
 
 from domain.errors import ReportError
@@ -67,16 +68,28 @@ class _Result:
     level: str | None
     message: str
     message_id: str | None
-    arguments: list[str]
+    arguments: tuple[str, ...]
     path: str | None
     line: int | None
     end_line: int | None
-    snippet: str | None
-    producer: str | None
+    key: str | None
     label: str | None
     score: str | None
     confidence: str | None
-    tags: list[str]
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _RuleFacts:
+    """What a rule contributes to each of its results, worked out once per rule."""
+
+    tags: tuple[str, ...]
+    kind: str
+    cwe: tuple[str, ...]
+    cve: tuple[str, ...]
+    score: str | None
+    default_level: str
+    short: str | None
 
 
 @dataclass(slots=True)
@@ -87,6 +100,14 @@ class _Run:
     version: str | None
     rules: dict[str, JsonObject] = field(default_factory=dict)
     by_index: list[JsonObject] = field(default_factory=list)
+    known: dict[str, _RuleFacts] = field(default_factory=dict)
+
+    def facts(self, rule_id: str, rule: JsonObject) -> _RuleFacts:
+        """Return the cached facts of a rule, computing them on first use."""
+        found = self.known.get(rule_id)
+        if found is None:
+            found = self.known[rule_id] = _rule_facts(self.tool, rule_id, rule)
+        return found
 
     def rule(self, result: _Result) -> JsonObject:
         """Return the rule a result refers to (by id, else by ruleIndex), or an empty dict."""
@@ -168,26 +189,33 @@ def _read_result(result: JsonObject) -> _Result | None:
     """Extract what a result needs later; None for results that are not failures (kind pass)."""
     if text(result, "kind") in _NOT_FINDINGS:
         return None
-    region = mapping(result, "locations", 0, "physicalLocation", "region")
+    location = mapping(result, "locations", 0, "physicalLocation")
+    region = mapping(location, "region")
     line = integer(region, "startLine")
     props = mapping(result, "properties")
+    producer = _producer(result)
+    snippet = text(region, "snippet", "text")
     return _Result(
         rule_id=text(result, "ruleId") or text(result, "rule", "id"),
         rule_index=_rule_index(result),
         level=text(result, "level"),
-        message=text(result, "message", "text") or text(result, "message", "markdown") or "",
+        message=sys.intern(_result_message(result)),
         message_id=text(result, "message", "id"),
-        arguments=[str(arg) for arg in listing(result, "message", "arguments")],
-        path=_path(result),
+        arguments=tuple(str(arg) for arg in listing(result, "message", "arguments")),
+        path=_path(text(location, "artifactLocation", "uri")),
         line=line,
         end_line=integer(region, "endLine") or line,
-        snippet=text(region, "snippet", "text"),
-        producer=_producer(result),
+        key=code_key(producer, snippet, "") if producer or snippet else None,
         label=text(props, "issue_severity") or text(props, "severity"),
         score=text(props, "security-severity"),
         confidence=text(props, "issue_confidence") or text(props, "confidence"),
-        tags=texts(listing(props, "tags")),
+        tags=tuple(texts(listing(props, "tags"))),
     )
+
+
+def _result_message(result: JsonObject) -> str:
+    """Return a result's own message text (markdown when there is no plain text)."""
+    return text(result, "message", "text") or text(result, "message", "markdown") or ""
 
 
 def _rule_index(result: JsonObject) -> int | None:
@@ -196,15 +224,15 @@ def _rule_index(result: JsonObject) -> int | None:
     return index if index is not None else integer(result, "rule", "index")
 
 
-def _path(result: JsonObject) -> str | None:
-    """Return the primary location's file path: URI decoded, file:// dropped, normalized."""
-    uri = text(result, "locations", 0, "physicalLocation", "artifactLocation", "uri")
+def _path(uri: str | None) -> str | None:
+    """Turn an artifact URI into a file path: decoded, file:// dropped, normalized, shared."""
     if uri is None:
         return None
     uri = unquote(uri)
     if uri.lower().startswith("file://"):
         uri = uri[len("file://") :]
-    return norm_path(uri)
+    path = norm_path(uri)
+    return sys.intern(path) if path else None
 
 
 def _producer(result: JsonObject) -> str | None:
@@ -223,29 +251,52 @@ def _producer(result: JsonObject) -> str | None:
     return None
 
 
+def _rule_facts(tool: str, rule_id: str, rule: JsonObject) -> _RuleFacts:
+    """Derive a rule's tags, kind, CWE/CVE ids, severity defaults and informative title."""
+    tags = tuple(texts(listing(rule, "properties", "tags")))
+    short = text(rule, "shortDescription", "text")
+    return _RuleFacts(
+        tags=tags,
+        kind=_kind(tool, rule_id, tags),
+        cwe=cwes(tags, get(rule, "properties", "cwe"), _related_cwes(rule)),
+        cve=vuln_ids(rule_id, tags),
+        score=cvss(text(rule, "properties", "security-severity")),
+        default_level=text(rule, "defaultConfiguration", "level") or "warning",
+        short=first_line(short) if short and rule_id not in short else None,
+    )
+
+
 def _draft(result: _Result, run: _Run) -> Draft:
     """Combine a result with its rule and run into a draft finding."""
     rule = run.rule(result)
     rule_id = result.rule_id or text(rule, "id") or "unknown"
+    facts = run.facts(rule_id, rule)
+    if result.tags:
+        tags = (*result.tags, *facts.tags)
+        facts = replace(
+            facts,
+            tags=tags,
+            kind=_kind(run.tool, rule_id, tags),
+            cwe=cwes(tags, facts.cwe),
+            cve=vuln_ids(rule_id, tags),
+        )
     message = _message(result, rule) or rule_id
-    tags = [*result.tags, *texts(listing(rule, "properties", "tags"))]
-    kind = _kind(run.tool, rule_id, tags)
     draft = Draft(
         tool=run.tool,
         rule_id=rule_id,
-        title=_title(rule, rule_id, message),
-        severity=_severity(result, rule),
-        kind=kind,
+        title=facts.short or first_line(message) or rule_id,
+        severity=_severity(result, facts),
+        kind=facts.kind,
         message=message,
-        key=code_key(result.producer, result.snippet, message),
-        confidence=_confidence(result, tags),
+        key=result.key or code_key(None, None, message),
+        confidence=_confidence(result, facts.tags),
         path=result.path,
         line=result.line,
         end_line=result.end_line,
-        cwe=cwes(tags, get(rule, "properties", "cwe"), _related_cwes(rule)),
-        cve=vuln_ids(rule_id, tags),
+        cwe=facts.cwe,
+        cve=facts.cve,
     )
-    if kind == "dependency":
+    if facts.kind == "dependency":
         _add_package(draft, message)
     return draft
 
@@ -260,27 +311,15 @@ def _message(result: _Result, rule: JsonObject) -> str:
     return template
 
 
-def _title(rule: JsonObject, rule_id: str, message: str) -> str:
-    """Prefer the rule's short description unless it merely repeats the rule id."""
-    short = text(rule, "shortDescription", "text")
-    if short and rule_id not in short:
-        return first_line(short)
-    return first_line(message) or first_line(text(rule, "name")) or rule_id
-
-
-def _severity(result: _Result, rule: JsonObject) -> str:
+def _severity(result: _Result, facts: _RuleFacts) -> str:
     """Map security-severity (CVSS-like), then a tool severity property, then the SARIF level."""
-    score = cvss(result.score or text(rule, "properties", "security-severity"))
-    if score:
-        return score
-    named = level(result.label)
+    named = cvss(result.score) or facts.score or level(result.label)
     if named:
         return named
-    raw = result.level or text(rule, "defaultConfiguration", "level") or "warning"
-    return _LEVELS.get(raw, "medium")
+    return _LEVELS.get(result.level or facts.default_level, "medium")
 
 
-def _confidence(result: _Result, tags: list[str]) -> str | None:
+def _confidence(result: _Result, tags: tuple[str, ...]) -> str | None:
     """Return the result's confidence, or one written as a "LOW CONFIDENCE" style tag."""
     if result.confidence:
         return result.confidence.lower()
@@ -300,7 +339,7 @@ def _related_cwes(rule: JsonObject) -> list[str]:
     return found
 
 
-def _kind(tool: str, rule_id: str, tags: list[str]) -> str:
+def _kind(tool: str, rule_id: str, tags: tuple[str, ...]) -> str:
     """Infer code/dependency/secret/config from the producer, the rule id and its tags."""
     words = {tag.lower() for tag in tags}
     if tool in _SECRET_TOOLS or words & {"secret", "secrets"} or rule_id.startswith("CKV_SECRET"):

@@ -10,6 +10,7 @@ from litestar import Litestar, MediaType, Request, Response, get
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.base import current_traceparent as event_traceparent
@@ -26,12 +27,12 @@ def tracing_middleware(app: ASGIApp) -> ASGIApp:
     """One span per request, continuing the caller's `traceparent`; events are stamped with it."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        name = f"{scope['method']} {scope['path']}"
-        with span_from(headers, name, **{"http.method": scope["method"]}) as span:
+        method = str(scope.get("method", ""))
+        with span_from(headers, f"{method} {scope['path']}", **{"http.method": method}) as span:
             token = event_traceparent.set(current_traceparent())
 
             async def send_with_status(message: Message) -> None:
@@ -48,8 +49,9 @@ def tracing_middleware(app: ASGIApp) -> ASGIApp:
 
 
 def on_projection_lag(request: Request[Any, Any, Any], exc: ProjectionLag) -> Response[Any]:
-    response = problem(503, "projection-lag", "Read models are behind", str(exc), request,
-                       position=exc.position)
+    response = problem(
+        503, "projection-lag", "Read models are behind", str(exc), request, position=exc.position
+    )
     response.headers["Retry-After"] = "1"
     return response
 
@@ -69,13 +71,14 @@ async def ready(state: State) -> Response[dict[str, Any]]:
         async with asyncio.timeout(2.0), ctx.pool.connection() as conn:
             await conn.execute("SELECT 1")
         checks["postgres"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - readiness reports any failure
+    except Exception as exc:
         checks["postgres"] = f"unavailable: {type(exc).__name__}"
     connected = ctx.nc is not None and ctx.nc.is_connected
     checks["nats"] = "ok" if connected else "unavailable"
     ok = all(v == "ok" for v in checks.values())
-    return Response({"status": "ready" if ok else "not-ready", "checks": checks},
-                    status_code=200 if ok else 503)
+    return Response(
+        {"status": "ready" if ok else "not-ready", "checks": checks}, status_code=200 if ok else 503
+    )
 
 
 def create_app(ctx: ApiContext) -> Litestar:
@@ -88,7 +91,8 @@ def create_app(ctx: ApiContext) -> Litestar:
         exception_handlers={**HANDLERS, ProjectionLag: on_projection_lag},
         middleware=[tracing_middleware],
         openapi_config=OpenAPIConfig(
-            title="PeaRL API", version=VERSION,
+            title="PeaRL API",
+            version=VERSION,
             description="Event-sourced governance for software that agents and CI/CD ship.",
             path="/schema",
         ),

@@ -39,11 +39,19 @@ _HTTP_CODES = {
 
 
 def problem(
-    status: int, code: str, title: str, detail: str, request: Request[Any, Any, Any] | None = None,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    request: Request[Any, Any, Any] | None = None,
     **extra: Any,
 ) -> Response[dict[str, Any]]:
     body: dict[str, Any] = {
-        "type": TYPE_BASE + code, "title": title, "status": status, "detail": detail, **extra,
+        "type": TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        **extra,
     }
     if request is not None:
         body["instance"] = request.url.path
@@ -71,8 +79,9 @@ def on_validation(request: Request[Any, Any, Any], exc: ValidationException) -> 
         for e in extra
         if isinstance(e, dict)
     ]
-    return problem(400, "invalid-request", "Invalid request", str(exc.detail), request,
-                   errors=errors_)
+    return problem(
+        400, "invalid-request", "Invalid request", str(exc.detail), request, errors=errors_
+    )
 
 
 def on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
@@ -86,8 +95,13 @@ def on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any
 
 def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("unhandled error", extra={"path": request.url.path})
-    return problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal", "Internal error",
-                   "the request failed unexpectedly; it was logged", request)
+    return problem(
+        HTTP_500_INTERNAL_SERVER_ERROR,
+        "internal",
+        "Internal error",
+        "the request failed unexpectedly; it was logged",
+        request,
+    )
 
 
 HANDLERS: dict[type[Exception] | int, Any] = {

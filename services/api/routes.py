@@ -22,13 +22,21 @@ from services.api.context import ApiContext
 
 IdemKey = Annotated[
     str | None,
-    Parameter(header="Idempotency-Key", required=False, max_length=200,
-              description="Same key and body → the first answer again; other body → 422"),
+    Parameter(
+        header="Idempotency-Key",
+        required=False,
+        max_length=200,
+        description="Same key and body → the first answer again; other body → 422",
+    ),
 ]
 MinPosition = Annotated[
     int | None,
-    Parameter(query="min_position", required=False, ge=0,
-              description="Wait (bounded) until the read models reached this event position"),
+    Parameter(
+        query="min_position",
+        required=False,
+        ge=0,
+        description="Wait (bounded) until the read models reached this event position",
+    ),
 ]
 Limit = Annotated[int, Parameter(query="limit", ge=1, le=1000)]
 SeverityQ = Literal["critical", "high", "medium", "low", "info"]
@@ -58,8 +66,9 @@ async def run(fn: Callable[..., CommandResult], *args: Any) -> CommandResult:
     return await asyncio.to_thread(fn, *args)
 
 
-async def visible_project(ctx: ApiContext, principal: Principal, project_id: UUID,
-                          action: Action) -> dict[str, Any]:
+async def visible_project(
+    ctx: ApiContext, principal: Principal, project_id: UUID, action: Action
+) -> dict[str, Any]:
     row = await queries.project(ctx.pool, str(project_id))
     if row is None:
         raise NotFound(f"project {project_id} not found")
@@ -73,14 +82,20 @@ class OrgController(Controller):
     dependencies = DEPENDENCIES
 
     @post("/", operation_id="createOrg", summary="Create an org (platform administrators)")
-    async def create_org(self, ctx: ApiContext, principal: Principal, data: CreateOrg,
-                         idempotency_key: IdemKey = None) -> Response[dict[str, Any]]:
+    async def create_org(
+        self,
+        ctx: ApiContext,
+        principal: Principal,
+        data: CreateOrg,
+        idempotency_key: IdemKey = None,
+    ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "createOrg", data)
         return accepted(await run(ctx.pearl.create_org, principal, data, idem))
 
     @get("/{org:str}", operation_id="getOrg")
-    async def get_org(self, ctx: ApiContext, principal: Principal, org: str,
-                      min_position: MinPosition = None) -> dict[str, Any]:
+    async def get_org(
+        self, ctx: ApiContext, principal: Principal, org: str, min_position: MinPosition = None
+    ) -> dict[str, Any]:
         authorize(principal, Action.ORG_READ, org)
         await ctx.wait_for(min_position)
         row = await queries.org(ctx.pool, org)
@@ -89,28 +104,39 @@ class OrgController(Controller):
         return row
 
     @post("/{org:str}/projects", operation_id="createProject")
-    async def create_project(self, ctx: ApiContext, principal: Principal, org: str,
-                             data: CreateProject, idempotency_key: IdemKey = None
-                             ) -> Response[dict[str, Any]]:
+    async def create_project(
+        self,
+        ctx: ApiContext,
+        principal: Principal,
+        org: str,
+        data: CreateProject,
+        idempotency_key: IdemKey = None,
+    ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "createProject", org, data)
         return accepted(await run(ctx.pearl.create_project, principal, org, data, idem))
 
     @get("/{org:str}/projects", operation_id="listProjects")
-    async def list_projects(self, ctx: ApiContext, principal: Principal, org: str,
-                            min_position: MinPosition = None) -> dict[str, Any]:
+    async def list_projects(
+        self, ctx: ApiContext, principal: Principal, org: str, min_position: MinPosition = None
+    ) -> dict[str, Any]:
         authorize(principal, Action.PROJECT_READ, org)
         await ctx.wait_for(min_position)
         return {"items": await queries.projects(ctx.pool, org)}
 
-    @post("/{org:str}/keys", operation_id="issueApiKey",
-          summary="Issue an API key; its token is shown in this answer only")
-    async def issue_key(self, ctx: ApiContext, principal: Principal, org: str,
-                        data: IssueApiKey) -> Response[dict[str, Any]]:
+    @post(
+        "/{org:str}/keys",
+        operation_id="issueApiKey",
+        summary="Issue an API key; its token is shown in this answer only",
+    )
+    async def issue_key(
+        self, ctx: ApiContext, principal: Principal, org: str, data: IssueApiKey
+    ) -> Response[dict[str, Any]]:
         return accepted(await run(ctx.pearl.issue_api_key, principal, org, data))
 
     @delete("/{org:str}/keys/{key_id:str}", operation_id="revokeApiKey", status_code=200)
-    async def revoke_key(self, ctx: ApiContext, principal: Principal, org: str, key_id: str,
-                         reason: str = "revoked") -> Response[dict[str, Any]]:
+    async def revoke_key(
+        self, ctx: ApiContext, principal: Principal, org: str, key_id: str, reason: str = "revoked"
+    ) -> Response[dict[str, Any]]:
         return accepted(await run(ctx.pearl.revoke_api_key, principal, org, key_id, reason), 200)
 
 
@@ -120,30 +146,53 @@ class ProjectController(Controller):
     dependencies = DEPENDENCIES
 
     @get("/{project_id:uuid}", operation_id="getProject")
-    async def get_project(self, ctx: ApiContext, principal: Principal, project_id: UUID,
-                          min_position: MinPosition = None) -> dict[str, Any]:
+    async def get_project(
+        self,
+        ctx: ApiContext,
+        principal: Principal,
+        project_id: UUID,
+        min_position: MinPosition = None,
+    ) -> dict[str, Any]:
         await ctx.wait_for(min_position)
         return await visible_project(ctx, principal, project_id, Action.PROJECT_READ)
 
     @post("/{project_id:uuid}/findings", operation_id="recordFinding")
-    async def record_finding(self, ctx: ApiContext, principal: Principal, project_id: UUID,
-                             data: RecordFinding, idempotency_key: IdemKey = None
-                             ) -> Response[dict[str, Any]]:
+    async def record_finding(
+        self,
+        ctx: ApiContext,
+        principal: Principal,
+        project_id: UUID,
+        data: RecordFinding,
+        idempotency_key: IdemKey = None,
+    ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "recordFinding", project_id, data)
         return accepted(await run(ctx.pearl.record_finding, principal, project_id, data, idem))
 
     @get("/{project_id:uuid}/findings", operation_id="listFindings")
-    async def list_findings(  # noqa: PLR0913
-        self, ctx: ApiContext, principal: Principal, project_id: UUID,
-        status: StatusQ | None = None, severity: SeverityQ | None = None,
-        tool: str | None = None, path_prefix: str | None = None,
-        cursor: UUID | None = None, limit: Limit = 100, min_position: MinPosition = None,
+    async def list_findings(
+        self,
+        ctx: ApiContext,
+        principal: Principal,
+        project_id: UUID,
+        status: StatusQ | None = None,
+        severity: SeverityQ | None = None,
+        tool: str | None = None,
+        path_prefix: str | None = None,
+        cursor: UUID | None = None,
+        limit: Limit = 100,
+        min_position: MinPosition = None,
     ) -> dict[str, Any]:
         await ctx.wait_for(min_position)
         project = await visible_project(ctx, principal, project_id, Action.FINDING_READ)
         page = await queries.findings(
-            ctx.pool, project["org"], str(project_id), status=status, severity=severity,
-            tool=tool, path_prefix=path_prefix, after=str(cursor) if cursor else None,
+            ctx.pool,
+            project["org"],
+            str(project_id),
+            status=status,
+            severity=severity,
+            tool=tool,
+            path_prefix=path_prefix,
+            after=str(cursor) if cursor else None,
             limit=limit,
         )
         return {"items": page.items, "next_cursor": page.next_cursor}
@@ -154,10 +203,18 @@ class FindingController(Controller):
     tags = ["findings"]
     dependencies = DEPENDENCIES
 
-    @get("/{finding_id:uuid}", operation_id="getFinding",
-         summary="A finding's current state and its full event history")
-    async def get_finding(self, ctx: ApiContext, principal: Principal, finding_id: UUID,
-                          min_position: MinPosition = None) -> dict[str, Any]:
+    @get(
+        "/{finding_id:uuid}",
+        operation_id="getFinding",
+        summary="A finding's current state and its full event history",
+    )
+    async def get_finding(
+        self,
+        ctx: ApiContext,
+        principal: Principal,
+        finding_id: UUID,
+        min_position: MinPosition = None,
+    ) -> dict[str, Any]:
         await ctx.wait_for(min_position)
         row = await queries.finding(ctx.pool, str(finding_id))
         if row is None:
@@ -167,8 +224,15 @@ class FindingController(Controller):
         history = []
         for event in events:
             env = to_envelope(event, 0)
-            history.append({"type": env.type, "version": env.aggregateversion,
-                            "time": env.time, "actor": env.actor, "data": env.data})
+            history.append(
+                {
+                    "type": env.type,
+                    "version": env.aggregateversion,
+                    "time": env.time,
+                    "actor": env.actor,
+                    "data": env.data,
+                }
+            )
         return {**row, "history": history}
 
 
@@ -177,13 +241,23 @@ class AuditController(Controller):
     tags = ["audit"]
     dependencies = DEPENDENCIES
 
-    @get("/", operation_id="listAudit",
-         summary="The hash-chained audit trail of one org, filtered, cursor-paginated")
-    async def list_audit(  # noqa: PLR0913
-        self, ctx: ApiContext, principal: Principal, org: str | None = None,
-        project: UUID | None = None, aggregate_id: UUID | None = None, actor: str | None = None,
-        type: str | None = None,  # noqa: A002
-        cursor: int | None = None, limit: Limit = 100, min_position: MinPosition = None,
+    @get(
+        "/",
+        operation_id="listAudit",
+        summary="The hash-chained audit trail of one org, filtered, cursor-paginated",
+    )
+    async def list_audit(
+        self,
+        ctx: ApiContext,
+        principal: Principal,
+        org: str | None = None,
+        project: UUID | None = None,
+        aggregate_id: UUID | None = None,
+        actor: str | None = None,
+        type: str | None = None,
+        cursor: int | None = None,
+        limit: Limit = 100,
+        min_position: MinPosition = None,
     ) -> dict[str, Any]:
         await ctx.wait_for(min_position)
         scope = org or principal.org
@@ -192,17 +266,27 @@ class AuditController(Controller):
             scope = row["org"]
         authorize(principal, Action.AUDIT_READ, scope)
         page = await queries.audit(
-            ctx.pool, scope, project_id=str(project) if project else None,
-            aggregate_id=str(aggregate_id) if aggregate_id else None, actor=actor, type_=type,
-            after=cursor, limit=limit,
+            ctx.pool,
+            scope,
+            project_id=str(project) if project else None,
+            aggregate_id=str(aggregate_id) if aggregate_id else None,
+            actor=actor,
+            type_=type,
+            after=cursor,
+            limit=limit,
         )
         return {"items": page.items, "next_cursor": page.next_cursor}
 
 
 @get("/v1/whoami", operation_id="whoami", dependencies=DEPENDENCIES, tags=["auth"])
 async def whoami(principal: Principal) -> dict[str, Any]:
-    return {"id": principal.id, "org": principal.org, "roles": sorted(principal.roles),
-            "kind": principal.kind, "name": principal.name}
+    return {
+        "id": principal.id,
+        "org": principal.org,
+        "roles": sorted(principal.roles),
+        "kind": principal.kind,
+        "name": principal.name,
+    }
 
 
-ROUTES = [OrgController, ProjectController, FindingController, AuditController, whoami]
+ROUTES: list[Any] = [OrgController, ProjectController, FindingController, AuditController, whoami]

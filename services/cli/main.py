@@ -18,19 +18,31 @@ from services.settings import Settings
 log = logging.getLogger("pearl.cli")
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace, *, running: bool = True) -> Settings:
+    """Settings from the environment; with `running`, fall back to a running `pearl up`."""
     overrides: dict[str, Any] = {}
     for name in ("host", "port", "home"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
-    return Settings(**overrides)
+    settings = Settings(**overrides)
+    if running and not (settings.nats_url and settings.database_url):
+        from services.supervisor import read_env_file
+
+        found = read_env_file(settings.home)
+        settings = settings.model_copy(
+            update={
+                "nats_url": settings.nats_url or found.get("NATS_URL"),
+                "database_url": settings.database_url or found.get("DATABASE_URL"),
+            }
+        )
+    return settings
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     from services.supervisor import up
 
-    settings = _settings(args)
+    settings = _settings(args, running=False)
     telemetry.setup("up", settings.log_level, json_logs=False)
     return up(settings)
 
@@ -39,8 +51,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from services import runtime
 
     settings = _settings(args)
-    telemetry.setup(args.process, settings.log_level, json_logs=settings.log_json,
-                    console=settings.otel_console)
+    telemetry.setup(
+        args.process, settings.log_level, json_logs=settings.log_json, console=settings.otel_console
+    )
     runner = {
         "api": runtime.run_api,
         "relay": runtime.run_relay,
@@ -66,7 +79,17 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     settings = _settings(args)
     telemetry.setup("rebuild", settings.log_level, json_logs=False)
     count = asyncio.run(rebuild_read_models(settings))
-    print(f"rebuilt read models from {count} events")  # noqa: T201
+    print(f"rebuilt read models from {count} events")
+    return 0
+
+
+def cmd_admin_key(args: argparse.Namespace) -> int:
+    from services.supervisor import ensure_admin_key
+
+    settings = _settings(args)
+    telemetry.setup("admin-key", settings.log_level, json_logs=False)
+    path = ensure_admin_key(settings)
+    print(f"Admin API key: {path}")
     return 0
 
 
@@ -111,6 +134,10 @@ def parser() -> argparse.ArgumentParser:
     mig = sub.add_parser("migrate", help="create the event store, read models and streams")
     mig.set_defaults(func=cmd_migrate)
 
+    key = sub.add_parser("admin-key", help="create the bootstrap admin key file if missing")
+    key.add_argument("--home", type=Path)
+    key.set_defaults(func=cmd_admin_key)
+
     proj = sub.add_parser("projections", help="read-model maintenance")
     proj_sub = proj.add_subparsers(dest="action", required=True)
     reb = proj_sub.add_parser("rebuild", help="rebuild every read model from the event store")
@@ -134,10 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except PearlError as exc:
-        print(f"pearl: {exc.detail}", file=sys.stderr)  # noqa: T201
+        print(f"pearl: {exc.detail}", file=sys.stderr)
         return 2
     except (OSError, ValueError, RuntimeError) as exc:
-        print(f"pearl: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"pearl: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

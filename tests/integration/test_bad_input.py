@@ -25,11 +25,17 @@ def store_position(stack: Stack) -> int:
         (b'{"tool": "semgrep", ', 400, "invalid-request"),
         (json.dumps({**finding_body(), "surprise": 1}).encode(), 400, "invalid-request"),
         (json.dumps({**finding_body(), "line": "forty-two"}).encode(), 400, "invalid-request"),
-        (json.dumps({**finding_body(), "severity": "apocalyptic"}).encode(), 400,
-         "invalid-request"),
+        (
+            json.dumps({**finding_body(), "severity": "apocalyptic"}).encode(),
+            400,
+            "invalid-request",
+        ),
         (b"[]", 400, "invalid-request"),
-        (json.dumps({**finding_body(), "message": "x" * 2_000_000}).encode(), 413,
-         "payload-too-large"),
+        (
+            json.dumps({**finding_body(), "message": "x" * 2_000_000}).encode(),
+            413,
+            "payload-too-large",
+        ),
     ],
     ids=["malformed", "unknown-field", "wrong-type", "bad-enum", "not-an-object", "oversized"],
 )
@@ -38,8 +44,11 @@ async def test_bad_http_command_is_problem_json_and_records_nothing(
 ):
     _, project, _ = await make_org_and_project(stack.http, stack.admin)
     before = store_position(stack)
-    r = await stack.http.post(f"/v1/projects/{project}/findings", content=body,
-                              headers={**stack.admin, "Content-Type": "application/json"})
+    r = await stack.http.post(
+        f"/v1/projects/{project}/findings",
+        content=body,
+        headers={**stack.admin, "Content-Type": "application/json"},
+    )
     assert r.status_code == status
     assert r.headers["content-type"].startswith(PROBLEM)
     problem = r.json()
@@ -51,16 +60,18 @@ async def test_bad_http_command_is_problem_json_and_records_nothing(
 
 
 async def test_unknown_project_is_404_problem(stack: Stack):
-    r = await stack.http.post(f"/v1/projects/{uuid.uuid4()}/findings", json=finding_body(),
-                              headers=stack.admin)
+    r = await stack.http.post(
+        f"/v1/projects/{uuid.uuid4()}/findings", json=finding_body(), headers=stack.admin
+    )
     assert r.status_code == 404
     assert r.json()["type"] == "urn:pearl:problem:not-found"
 
 
 async def test_duplicate_org_is_409(stack: Stack):
     org = f"dup-{uuid.uuid4().hex[:6]}"
-    assert (await stack.http.post("/v1/orgs", json={"slug": org, "name": "x"},
-                                  headers=stack.admin)).status_code == 201
+    assert (
+        await stack.http.post("/v1/orgs", json={"slug": org, "name": "x"}, headers=stack.admin)
+    ).status_code == 201
     r = await stack.http.post("/v1/orgs", json={"slug": org, "name": "x"}, headers=stack.admin)
     assert r.status_code == 409
     assert r.json()["type"] == "urn:pearl:problem:conflict"
@@ -71,7 +82,7 @@ async def _dlq_messages(stack: Stack) -> list:
     sub = await js.pull_subscribe(stack.subjects.all_dlq, stream=stack.subjects.dlq_stream)
     try:
         return await sub.fetch(100, timeout=1.0)
-    except Exception:  # noqa: BLE001 - nats TimeoutError when the DLQ is empty
+    except Exception:
         return []
     finally:
         await sub.unsubscribe()
@@ -87,8 +98,14 @@ async def _dlq_messages(stack: Stack) -> list:
         ("no-auth", "unauthenticated"),
         ("unknown-command", "unknown-command"),
     ],
-    ids=["malformed", "missing-fields", "unknown-envelope-field", "wrong-type", "no-credential",
-         "unknown-command"],
+    ids=[
+        "malformed",
+        "missing-fields",
+        "unknown-envelope-field",
+        "wrong-type",
+        "no-credential",
+        "unknown-command",
+    ],
 )
 async def test_bad_bus_command_goes_to_dlq_with_reason_and_records_nothing(
     stack: Stack, payload: bytes | str, code: str

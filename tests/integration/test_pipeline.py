@@ -19,21 +19,24 @@ pytestmark = pytest.mark.integration
 
 async def test_finding_recorded_over_http_is_readable_from_read_model_and_audit(stack: Stack):
     org, project, _ = await make_org_and_project(stack.http, stack.admin)
-    r = await stack.http.post(f"/v1/projects/{project}/findings", json=finding_body(),
-                              headers=stack.admin)
+    r = await stack.http.post(
+        f"/v1/projects/{project}/findings", json=finding_body(), headers=stack.admin
+    )
     assert r.status_code == 201
     position = r.json()["position"]
     assert r.headers["Pearl-Position"] == str(position)
 
-    r = await stack.http.get(f"/v1/projects/{project}/findings",
-                             params={"min_position": position}, headers=stack.admin)
+    r = await stack.http.get(
+        f"/v1/projects/{project}/findings", params={"min_position": position}, headers=stack.admin
+    )
     assert r.status_code == 200
     [item] = r.json()["items"]
     assert (item["rule_id"], item["severity"], item["status"]) == ("python.sqli", "high", "open")
     assert item["org"] == org
 
-    r = await stack.http.get("/v1/audit", params={"project": project, "min_position": position},
-                             headers=stack.admin)
+    r = await stack.http.get(
+        "/v1/audit", params={"project": project, "min_position": position}, headers=stack.admin
+    )
     types = [e["type"] for e in r.json()["items"]]
     assert types == ["pearl.project.created.v1", "pearl.finding.recorded.v1"]
     assert all(e["trace_id"] for e in r.json()["items"])
@@ -63,17 +66,23 @@ async def test_finding_recorded_over_nats_is_applied_once_when_redelivered(stack
 
 async def test_same_finding_twice_is_seen_again_not_duplicated(stack: Stack):
     _, project, _ = await make_org_and_project(stack.http, stack.admin)
-    first = await stack.http.post(f"/v1/projects/{project}/findings", json=finding_body(),
-                                  headers=stack.admin)
-    moved = await stack.http.post(f"/v1/projects/{project}/findings",
-                                  json=finding_body(line=99), headers=stack.admin)
+    first = await stack.http.post(
+        f"/v1/projects/{project}/findings", json=finding_body(), headers=stack.admin
+    )
+    moved = await stack.http.post(
+        f"/v1/projects/{project}/findings", json=finding_body(line=99), headers=stack.admin
+    )
     assert first.json()["id"] == moved.json()["id"]
-    r = await stack.http.get(f"/v1/findings/{first.json()['id']}",
-                             params={"min_position": moved.json()["position"]},
-                             headers=stack.admin)
+    r = await stack.http.get(
+        f"/v1/findings/{first.json()['id']}",
+        params={"min_position": moved.json()["position"]},
+        headers=stack.admin,
+    )
     body = r.json()
     assert [h["type"] for h in body["history"]] == [
-        "pearl.finding.recorded.v1", "pearl.finding.seen_again.v1"]
+        "pearl.finding.recorded.v1",
+        "pearl.finding.seen_again.v1",
+    ]
 
 
 async def test_idempotency_key_replays_first_answer_and_rejects_other_body(stack: Stack):
@@ -88,9 +97,11 @@ async def test_idempotency_key_replays_first_answer_and_rejects_other_body(stack
     assert again.headers["Idempotent-Replayed"] == "true"
     assert other.status_code == 422
     assert other.json()["type"] == "urn:pearl:problem:idempotency-key-reused"
-    r = await stack.http.get(f"/v1/findings/{first.json()['id']}",
-                             params={"min_position": first.json()["position"]},
-                             headers=stack.admin)
+    r = await stack.http.get(
+        f"/v1/findings/{first.json()['id']}",
+        params={"min_position": first.json()["position"]},
+        headers=stack.admin,
+    )
     assert len(r.json()["history"]) == 1
 
 
@@ -98,11 +109,13 @@ async def test_other_org_cannot_see_or_write_project(stack: Stack):
     _, project, position = await make_org_and_project(stack.http, stack.admin)
     other_org, _, _ = await make_org_and_project(stack.http, stack.admin)
     intruder = await issue_key(stack.http, stack.admin, other_org, "admin")
-    r = await stack.http.get(f"/v1/projects/{project}/findings",
-                             params={"min_position": position}, headers=intruder)
+    r = await stack.http.get(
+        f"/v1/projects/{project}/findings", params={"min_position": position}, headers=intruder
+    )
     assert r.status_code == 404
-    r = await stack.http.post(f"/v1/projects/{project}/findings", json=finding_body(),
-                              headers=intruder)
+    r = await stack.http.post(
+        f"/v1/projects/{project}/findings", json=finding_body(), headers=intruder
+    )
     assert r.status_code == 404
     r = await stack.http.get("/v1/audit", params={"project": project}, headers=intruder)
     assert r.status_code == 404
@@ -111,8 +124,9 @@ async def test_other_org_cannot_see_or_write_project(stack: Stack):
 async def test_viewer_cannot_record_finding(stack: Stack):
     org, project, _ = await make_org_and_project(stack.http, stack.admin)
     viewer = await issue_key(stack.http, stack.admin, org, "viewer")
-    r = await stack.http.post(f"/v1/projects/{project}/findings", json=finding_body(),
-                              headers=viewer)
+    r = await stack.http.post(
+        f"/v1/projects/{project}/findings", json=finding_body(), headers=viewer
+    )
     assert r.status_code == 403
     assert r.headers["content-type"].startswith("application/problem+json")
 

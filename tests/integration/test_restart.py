@@ -23,17 +23,22 @@ from tests.support.processes import PearlProcess
 
 pytestmark = pytest.mark.integration
 COMMANDS = 2000
-CHECKSUM_SQL = (
-    "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM {} t"
-)
+CHECKSUM_SQL = "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM {} t"
 
 
 def run_commands(app: PearlApp, project: UUID, principal, start: int, stop: int) -> None:
     for i in range(start, stop):
         # every fifth command repeats an earlier finding: a `seen_again`, not a new row
         n = i - 3 if i % 5 == 4 else i
-        cmd = RecordFinding(tool="semgrep", rule_id=f"rule-{n % 17}", title=f"finding {n}",
-                            severity="medium", path=f"src/m{n}.py", line=n, fingerprint=f"fp-{n:08d}")
+        cmd = RecordFinding(
+            tool="semgrep",
+            rule_id=f"rule-{n % 17}",
+            title=f"finding {n}",
+            severity="medium",
+            path=f"src/m{n}.py",
+            line=n,
+            fingerprint=f"fp-{n:08d}",
+        )
         app.record_finding(principal, project, cmd)
 
 
@@ -70,7 +75,9 @@ async def test_sigkill_relay_and_projector_mid_stream_loses_and_doubles_nothing(
     app = await asyncio.to_thread(build_app, settings)
     admin = app.authenticate(app.bootstrap_admin_key())
     app.create_org(admin, CreateOrg(slug="restart", name="Restart"))
-    project = UUID(app.create_project(admin, "restart", CreateProject(slug="p", name="P")).ids["id"])
+    project = UUID(
+        app.create_project(admin, "restart", CreateProject(slug="p", name="P")).ids["id"]
+    )
     relay = PearlProcess("relay", settings, tmp_path).start()
     projector = PearlProcess("projector", settings, tmp_path).start()
     try:
@@ -105,12 +112,15 @@ async def test_sigkill_relay_and_projector_mid_stream_loses_and_doubles_nothing(
         cur = await conn.execute("SELECT count(*), count(DISTINCT position) FROM audit_log")
         assert await cur.fetchone() == (len(stored), len(stored))
         cur = await conn.execute(
-            "SELECT count(*) FROM audit_log WHERE type = 'pearl.finding.seen_again.v1'")
+            "SELECT count(*) FROM audit_log WHERE type = 'pearl.finding.seen_again.v1'"
+        )
         assert (await cur.fetchone())[0] == COMMANDS - distinct
         cur = await conn.execute("SELECT position, org, seq, hash FROM audit_log ORDER BY position")
         audit_rows = await cur.fetchall()
-        before = {t: await _checksum(conn, t) for t in ("finding_view", "audit_log",
-                                                          "project_view", "org_view")}
+        before = {
+            t: await _checksum(conn, t)
+            for t in ("finding_view", "audit_log", "project_view", "org_view")
+        }
 
     envelopes = {n.id: n for n in app.recorder.select_notifications(1, last + 10)}
     by_org: dict[str, list] = defaultdict(list)
@@ -129,5 +139,5 @@ async def test_sigkill_relay_and_projector_mid_stream_loses_and_doubles_nothing(
 
 
 async def _checksum(conn: psycopg.AsyncConnection, table: str) -> str:
-    cur = await conn.execute(CHECKSUM_SQL.format(table))  # noqa: S608
+    cur = await conn.execute(CHECKSUM_SQL.format(table))
     return (await cur.fetchone())[0]

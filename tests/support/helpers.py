@@ -15,36 +15,46 @@ def slug(prefix: str = "org") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-async def make_org_and_project(http: httpx.AsyncClient, admin: dict[str, str]
-                               ) -> tuple[str, str, int]:
+async def make_org_and_project(
+    http: httpx.AsyncClient, admin: dict[str, str]
+) -> tuple[str, str, int]:
     org = slug()
     r = await http.post("/v1/orgs", json={"slug": org, "name": org.title()}, headers=admin)
     assert r.status_code == 201, r.text
-    r = await http.post(f"/v1/orgs/{org}/projects", json={"slug": "web", "name": "Web"},
-                        headers=admin)
+    r = await http.post(
+        f"/v1/orgs/{org}/projects", json={"slug": "web", "name": "Web"}, headers=admin
+    )
     assert r.status_code == 201, r.text
     return org, r.json()["id"], r.json()["position"]
 
 
-async def issue_key(http: httpx.AsyncClient, admin: dict[str, str], org: str, *roles: str
-                    ) -> dict[str, str]:
-    r = await http.post(f"/v1/orgs/{org}/keys", json={"name": "k", "roles": list(roles)},
-                        headers=admin)
+async def issue_key(
+    http: httpx.AsyncClient, admin: dict[str, str], org: str, *roles: str
+) -> dict[str, str]:
+    r = await http.post(
+        f"/v1/orgs/{org}/keys", json={"name": "k", "roles": list(roles)}, headers=admin
+    )
     assert r.status_code == 201, r.text
     return {"Authorization": f"Bearer {r.json()['token']}"}
 
 
 def finding_body(**overrides: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "tool": "semgrep", "rule_id": "python.sqli", "title": "SQL injection",
-        "severity": "high", "path": "app/db.py", "line": 42, "message": "tainted query",
+        "tool": "semgrep",
+        "rule_id": "python.sqli",
+        "title": "SQL injection",
+        "severity": "high",
+        "path": "app/db.py",
+        "line": 42,
+        "message": "tainted query",
     }
     body.update(overrides)
     return body
 
 
-async def publish_command(nc: Client, subject: str, data: dict[str, Any], token: str,
-                          command_id: str | None = None) -> str:
+async def publish_command(
+    nc: Client, subject: str, data: dict[str, Any], token: str, command_id: str | None = None
+) -> str:
     cid = command_id or str(uuid.uuid4())
     payload = json.dumps({"id": cid, "source": "tests", "data": data}).encode()
     await nc.jetstream().publish(subject, payload, headers={"Authorization": f"Bearer {token}"})

@@ -13,12 +13,14 @@ from services.settings import Settings
 
 def process_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PEARL_")}
-    env.update({
-        "NATS_URL": settings.nats_url or "",
-        "DATABASE_URL": settings.database_url or "",
-        "PEARL_SUBJECT_ROOT": settings.subject_root,
-        "PEARL_LOG_LEVEL": "WARNING",
-    })
+    env.update(
+        {
+            "NATS_URL": settings.nats_url or "",
+            "DATABASE_URL": settings.database_url or "",
+            "PEARL_SUBJECT_ROOT": settings.subject_root,
+            "PEARL_LOG_LEVEL": "WARNING",
+        }
+    )
     return env
 
 
@@ -33,9 +35,11 @@ class PearlProcess:
 
     def start(self) -> PearlProcess:
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(  # noqa: S603
+            self.proc = subprocess.Popen(
                 [sys.executable, "-m", "services.cli.main", "run", self.name],
-                env=process_env(self.settings), stdout=log, stderr=subprocess.STDOUT,
+                env=process_env(self.settings),
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         return self
 

@@ -54,8 +54,7 @@ async def running_stack(settings: Settings, *, workers: bool = True) -> AsyncIte
     broker = None
     if workers:
         relay = Relay(app, nc.jetstream(), subjects, database_url, settings.relay_batch_size)
-        projector = Projector(nc.jetstream(), subjects, database_url,
-                              settings.projector_batch_size)
+        projector = Projector(nc.jetstream(), subjects, database_url, settings.projector_batch_size)
         tasks += [asyncio.create_task(relay.run(stop)), asyncio.create_task(projector.run(stop))]
         _, broker = create_worker(app, nats_url, subjects, settings.worker_batch_size)
         await broker.start()
