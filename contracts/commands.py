@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from msgspec import Meta, Struct, field
 
@@ -47,6 +47,24 @@ class RecordFinding(Command, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     fingerprint: Annotated[str, Meta(min_length=8, max_length=128)] | None = None
     cwe: list[ShortText] = []
     cve: list[ShortText] = []
+
+
+class SubmitScan(Command, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """A scan submitted on the bus: the report is in the object store (`object`) or inline."""
+
+    project_id: str
+    object: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")] | None = None
+    digest: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")] | None = None
+    report: Any = None
+    tool: Annotated[str, Meta(max_length=50)] | None = None
+    target: Annotated[str, Meta(min_length=1, max_length=500)] = "default"
+    branch: Annotated[str, Meta(min_length=1, max_length=250)] = "main"
+    full: bool = True
+
+
+class TriageFinding(Command, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    status: Literal["false_positive", "not_affected", "accepted_risk"]
+    justification: Annotated[str, Meta(min_length=1, max_length=5000)]
 
 
 class IssueApiKey(Command, kw_only=True, forbid_unknown_fields=True, frozen=True):

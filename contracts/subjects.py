@@ -39,6 +39,11 @@ class Subjects(Struct, frozen=True, kw_only=True):
         return f"{self.root.upper()}_DLQ"
 
     @property
+    def reports_bucket(self) -> str:
+        """JetStream object store bucket holding raw reports, named by their SHA-256."""
+        return f"{self.root}-reports"
+
+    @property
     def all_events(self) -> str:
         return f"{self.root}.evt.>"
 

@@ -49,6 +49,12 @@ class InvalidInput(PearlError):
     code = "invalid-input"
 
 
+class PayloadTooLarge(InvalidInput):
+    """The input is larger than its configured limit."""
+
+    code = "payload-too-large"
+
+
 class IdempotencyMismatch(InvalidInput):
     """The idempotency key was already used with a different request body."""
 

@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
+from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder
@@ -42,6 +43,10 @@ class IdempotencyStore(Protocol):
     """A recorder that stores claims atomically with events and can look them up."""
 
     def find_idempotency(self, org: str, key: str) -> IdempotencyRecord | None: ...
+
+    def select_events_for(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
+        """Every stored event of the given aggregates, in one round trip (bulk loads)."""
+        ...
 
 
 def request_digest(*parts: Any) -> str:
@@ -75,3 +80,7 @@ class MemoryIdempotentRecorder(POPOApplicationRecorder):
     def find_idempotency(self, org: str, key: str) -> IdempotencyRecord | None:
         with self._database_lock:
             return self._claims.get((org, key))
+
+    def select_events_for(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
+        with self._database_lock:
+            return [e for i in originator_ids for e in self.select_events(i)]

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import ApplicationRecorder, IntegrityError
 from eventsourcing.popo import POPOFactory
@@ -32,9 +32,13 @@ from domain.idempotency import (
     MemoryIdempotentRecorder,
     request_digest,
 )
+from domain.ingest import ScanMeta, fix_missing, plan_ingest
 from domain.org import Org, org_id
 from domain.policy import sla_due
 from domain.project import Project
+from domain.scan_report import ScanReport, scan_report_id
+from domain.scan_scope import ScanScope, scan_scope_id
+from domain.scanners.model import ParsedReport
 
 A = TypeVar("A", bound=Aggregate)
 Clock = Callable[[], datetime]
@@ -280,6 +284,112 @@ class PearlApp(Application[UUID]):
             )
         ids = {"id": str(fid), "project_id": str(project.id), "fingerprint": fingerprint}
         return self._commit(project.org, ids, idem, finding)
+
+    def triage_finding(
+        self,
+        principal: Principal,
+        fid: UUID,
+        status: str,
+        justification: str,
+        idem: Idempotency | None = None,
+    ) -> CommandResult:
+        """A person's decision: false positive, not affected, or accepted risk (VEX vocabulary)."""
+        finding = self._load(Finding, fid, f"finding {fid}")
+        authorize(principal, Action.FINDING_TRIAGE, finding.org)
+        if (replay := self._replay(finding.org, idem)) is not None:
+            return replay
+        finding.triage(status=status, justification=justification, actor=principal.actor)
+        return self._commit(finding.org, {"id": str(fid), "status": status}, idem, finding)
+
+    # --- scans ------------------------------------------------------------------------------
+
+    def authorize_scan(self, principal: Principal, project_id: UUID) -> Project:
+        """Check before the (expensive) upload is parsed that the caller may submit scans."""
+        return self._project_for(principal, project_id, Action.SCAN_SUBMIT)
+
+    def submit_scan(
+        self,
+        principal: Principal,
+        project_id: UUID,
+        report: ParsedReport,
+        meta: ScanMeta,
+        idem: Idempotency | None = None,
+    ) -> CommandResult:
+        """Ingest a parsed report in one transaction: findings, scope membership, the scan."""
+        project = self._project_for(principal, project_id, Action.SCAN_SUBMIT)
+        if (replay := self._replay(project.org, idem)) is not None:
+            return replay
+        pid = str(project.id)
+        scan_id = scan_report_id(pid, report.tool, meta.target, meta.branch, meta.digest)
+        if self._exists(scan_id):
+            scan = self._load(ScanReport, scan_id, f"scan {scan_id}")
+            position = self.recorder.max_notification_id() or 0
+            return CommandResult(scan.summary(), position, replayed=True)
+        now = self.clock()
+        plan = plan_ingest(
+            project=project,
+            report=report,
+            scan_id=str(scan_id),
+            now=now,
+            existing=self._load_many(
+                Finding, [finding_id(pid, f.fingerprint) for f in report.findings]
+            ),
+            actor=principal.actor,
+        )
+        scope_id = scan_scope_id(pid, report.tool, meta.target, meta.branch)
+        scope = self._load_many(ScanScope, [scope_id]).get(scope_id) or ScanScope(
+            org=project.org,
+            project_id=pid,
+            tool=report.tool,
+            target=meta.target,
+            branch=meta.branch,
+            actor=principal.actor,
+        )
+        gone: set[str] = set()
+        fixed: list[Finding] = []
+        if meta.full:
+            gone = scope.present - plan.seen_ids
+            candidates = self._load_many(Finding, [UUID(i) for i in gone])
+            fixed = fix_missing(candidates.values(), str(scan_id), now, principal.actor)
+            plan.counts["fixed"] = len(fixed)
+        scope.record_scan(str(scan_id), plan.seen_ids, gone, principal.actor)
+        scan = ScanReport(
+            org=project.org,
+            project_id=pid,
+            tool=report.tool,
+            tool_version=report.tool_version,
+            format=report.format,
+            target=meta.target,
+            branch=meta.branch,
+            full=meta.full,
+            digest=meta.digest,
+            size=meta.size,
+            counts=plan.counts,
+            submitted_at=now.isoformat(),
+            actor=principal.actor,
+        )
+        return self._commit(project.org, scan.summary(), idem, scan, scope, *plan.changed, *fixed)
+
+    def get_scan(self, principal: Principal, scan_id: UUID) -> ScanReport:
+        scan = self._load(ScanReport, scan_id, f"scan {scan_id}")
+        authorize(principal, Action.FINDING_READ, scan.org)
+        return scan
+
+    def _load_many(self, cls: type[A], ids: list[UUID]) -> dict[UUID, A]:
+        """Reconstruct many aggregates from one bulk read (10,000 findings: one round trip)."""
+        store = self.recorder
+        assert isinstance(store, IdempotencyStore)
+        by_id: dict[UUID, list[Any]] = {}
+        for stored in store.select_events_for(ids):
+            by_id.setdefault(UUID(str(stored.originator_id)), []).append(
+                self.mapper.to_domain_event(stored)
+            )
+        loaded: dict[UUID, A] = {}
+        for aggregate_id, events in by_id.items():
+            aggregate = project_aggregate(None, events)
+            if isinstance(aggregate, cls):
+                loaded[aggregate_id] = aggregate
+        return loaded
 
     def get_finding(self, principal: Principal, fid: UUID) -> Finding:
         finding = self._load(Finding, fid, f"finding {fid}")

@@ -88,6 +88,8 @@ async def findings(
     severity: str | None = None,
     tool: str | None = None,
     path_prefix: str | None = None,
+    cwe: str | None = None,
+    overdue_at: str | None = None,
     after: str | None = None,
     limit: int = 100,
 ) -> Page:
@@ -100,6 +102,12 @@ async def findings(
     if path_prefix:
         where.append("path LIKE %s")
         params.append(path_prefix.replace("%", r"\%").replace("_", r"\_") + "%")
+    if cwe:
+        where.append("details->'cwe' ? %s")
+        params.append(cwe.upper())
+    if overdue_at:
+        where.append("sla_due < %s AND status IN ('open', 'reopened')")
+        params.append(overdue_at)
     if after:
         where.append("id > %s")
         params.append(after)
@@ -119,6 +127,39 @@ async def finding(pool: Pool, finding_id: str) -> dict[str, Any] | None:
         pool,
         f"SELECT {FINDING_COLUMNS} FROM finding_view WHERE id = %s",  # noqa: S608
         (finding_id,),
+    )
+    return rows[0] if rows else None
+
+
+SCAN_COLUMNS = (
+    "id, org, project_id, tool, tool_version, format, target, branch, full_scan AS full, digest,"
+    " size, counts, submitted_at, actor"
+)
+
+
+async def scans(pool: Pool, project_id: str, *, after: int | None = None, limit: int = 100) -> Page:
+    params: list[Any] = [project_id]
+    where = "project_id = %s"
+    if after is not None:
+        where += " AND position > %s"
+        params.append(after)
+    params.append(limit + 1)
+    rows = await _rows(
+        pool,
+        f"SELECT {SCAN_COLUMNS}, position FROM scan_view"  # noqa: S608
+        f" WHERE {where} ORDER BY position LIMIT %s",
+        params,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, str(rows[-1]["position"]) if more else None)
+
+
+async def scan(pool: Pool, scan_id: str) -> dict[str, Any] | None:
+    rows = await _rows(
+        pool,
+        f"SELECT {SCAN_COLUMNS} FROM scan_view WHERE id = %s",  # noqa: S608
+        (scan_id,),
     )
     return rows[0] if rows else None
 

@@ -11,7 +11,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from contracts.envelope import EventEnvelope
-from projections import audit, findings, orgs, scope
+from projections import audit, findings, orgs, scans, scope
 from projections.base import Projection
 
 log = logging.getLogger(__name__)
@@ -21,6 +21,7 @@ PROJECTIONS: tuple[Projection, ...] = (
     scope.PROJECTION,
     orgs.PROJECTION,
     findings.PROJECTION,
+    scans.PROJECTION,
     audit.PROJECTION,
 )
 CHECKPOINT = "read_models"

@@ -64,6 +64,8 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects) -> None:
 
 
 async def delete_streams(js: JetStreamContext, subjects: Subjects) -> None:
+    with contextlib.suppress(NotFoundError):
+        await js.delete_object_store(subjects.reports_bucket)
     for config in stream_configs(subjects):
         with contextlib.suppress(NotFoundError):
             await js.delete_stream(config.name or "")

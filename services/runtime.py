@@ -15,6 +15,7 @@ from contracts.subjects import Subjects
 from domain.pearl_app import PearlApp
 from projections.runner import migrate as migrate_read_models
 from services.bus import connect, ensure_streams
+from services.reports import ReportStore
 from services.settings import Settings, redact
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ async def migrate(settings: Settings) -> None:
     nc = await connect(nats_url, "pearl-migrate")
     try:
         await ensure_streams(nc.jetstream(), subjects_of(settings))
+        await ReportStore(nc.jetstream(), subjects_of(settings)).ensure()
     finally:
         await nc.close()
     log.info("migrated", extra={"database": redact(database_url), "nats": nats_url})
@@ -114,7 +116,8 @@ async def run_api(settings: Settings) -> None:
     pool = read_pool(database_url, settings.db_pool_size)
     await pool.open()
     nc = await connect(nats_url, "pearl-api")
-    ctx = ApiContext(settings=settings, pearl=app, pool=pool, nc=nc)
+    reports = ReportStore(nc.jetstream(), subjects_of(settings))
+    ctx = ApiContext(settings=settings, pearl=app, pool=pool, nc=nc, reports=reports)
     config = uvicorn.Config(
         create_app(ctx),
         host=settings.host,

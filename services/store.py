@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
@@ -45,6 +46,10 @@ class PostgresPearlRecorder(PostgresApplicationRecorder):
         self._set_claim_position = SQL(
             "UPDATE {0} SET position = %s WHERE org = %s AND key = %s"
         ).format(table)
+        self._select_many = SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {0}.{1}"
+            " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+        ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
         self._select_claim = SQL(
             "SELECT request_hash, response, position FROM {0} WHERE org = %s AND key = %s"
         ).format(table)
@@ -69,6 +74,21 @@ class PostgresPearlRecorder(PostgresApplicationRecorder):
         if claim is not None and ids:
             curs.execute(self._set_claim_position, (max(ids), claim.org, claim.key), prepare=True)
         return ids
+
+    def select_events_for(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
+        if not originator_ids:
+            return []
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._select_many, (list(originator_ids),), prepare=True)
+            return [
+                StoredEvent(
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                )
+                for row in curs.fetchall()
+            ]
 
     def find_idempotency(self, org: str, key: str) -> IdempotencyRecord | None:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:

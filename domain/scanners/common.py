@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TypeVar
 from urllib.parse import quote, unquote
@@ -184,9 +185,9 @@ def cwes(*sources: object) -> tuple[str, ...]:
     found: list[str] = []
     for value in _flatten(sources):
         if isinstance(value, int) and not isinstance(value, bool):
-            found.append(f"CWE-{value}")
+            found.append(sys.intern(f"CWE-{value}"))
         elif isinstance(value, str):
-            found.extend(f"CWE-{int(match)}" for match in _CWE.findall(value))
+            found.extend(sys.intern(f"CWE-{int(match)}") for match in _CWE.findall(value))
     return tuple(dict.fromkeys(found))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -88,6 +89,15 @@ class Draft:
     cwe: tuple[str, ...] = ()
     cve: tuple[str, ...] = ()
     vuln_id: str | None = None
+
+    def __post_init__(self) -> None:
+        """Share one copy of the texts that repeat across a big report's findings."""
+        self.rule_id = sys.intern(self.rule_id)
+        self.title = sys.intern(self.title)
+        self.message = sys.intern(self.message)
+        self.key = sys.intern(self.key)
+        self.path = sys.intern(self.path) if self.path is not None else None
+        self.confidence = sys.intern(self.confidence) if self.confidence is not None else None
 
     def finish(self, fingerprint: str) -> NormalizedFinding:
         """Freeze this draft into a NormalizedFinding carrying its final fingerprint."""

@@ -37,7 +37,8 @@ def sniff(head: HeadInfo) -> bool:
     if head.root != "object":
         return False
     v1 = "advisories" in head.top and any(key in head.top for key in _V1_KEYS)
-    return "auditReportVersion" in head.top or v1
+    actions = head.any("actions.item.resolves") and head.any("actions.item.module")
+    return "auditReportVersion" in head.top or v1 or actions
 
 
 def parse(source: Source) -> RawReport:

@@ -86,3 +86,22 @@ CREATE TABLE IF NOT EXISTS audit_chain_head (
     position bigint NOT NULL,
     hash     text NOT NULL
 );
+
+CREATE TABLE IF NOT EXISTS scan_view (
+    id           uuid PRIMARY KEY,
+    org          text NOT NULL,
+    project_id   uuid NOT NULL,
+    tool         text NOT NULL,
+    tool_version text,
+    format       text NOT NULL,
+    target       text NOT NULL,
+    branch       text NOT NULL,
+    full_scan    boolean NOT NULL,
+    digest       text NOT NULL,
+    size         bigint NOT NULL,
+    counts       jsonb NOT NULL,
+    submitted_at timestamptz NOT NULL,
+    actor        text NOT NULL,
+    position     bigint NOT NULL
+);
+CREATE INDEX IF NOT EXISTS scan_view_project ON scan_view (org, project_id, position);

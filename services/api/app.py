@@ -9,8 +9,8 @@ from typing import Any
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
-from litestar.openapi import OpenAPIConfig
 from litestar.enums import ScopeType
+from litestar.openapi import OpenAPIConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.base import current_traceparent as event_traceparent

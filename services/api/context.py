@@ -16,6 +16,7 @@ from domain.errors import InvalidInput, Unauthenticated
 from domain.pearl_app import PearlApp
 from projections import queries
 from projections.queries import Pool
+from services.reports import ReportStore
 from services.settings import Settings
 
 AUTH_CACHE_SECONDS = 5.0
@@ -29,6 +30,7 @@ class ApiContext:
     pearl: PearlApp
     pool: Pool
     nc: Client | None = None
+    reports: ReportStore | None = None
     _auth_cache: dict[str, tuple[float, Principal]] = field(default_factory=dict)
 
     async def authenticate(self, request: Request[Any, Any, Any]) -> Principal:

@@ -22,6 +22,7 @@ STATUS: dict[type[errors.PearlError], int] = {
     errors.ConcurrencyConflict: 409,
     errors.Conflict: 409,
     errors.IdempotencyMismatch: 422,
+    errors.PayloadTooLarge: 413,
     errors.ReportError: 422,
     errors.InvalidInput: 422,
 }

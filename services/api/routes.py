@@ -12,13 +12,20 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import Parameter
 
-from contracts.commands import CreateOrg, CreateProject, IssueApiKey, RecordFinding
+from contracts.commands import (
+    CreateOrg,
+    CreateProject,
+    IssueApiKey,
+    RecordFinding,
+    TriageFinding,
+)
 from domain.authz import Action, Principal, authorize
 from domain.errors import NotFound
 from domain.pearl_app import CommandResult, command_idempotency
 from domain.wire import to_envelope
 from projections import queries
 from services.api.context import ApiContext
+from services.reports import meta_for, parse_file, spool
 
 IdemKey = Annotated[
     str | None,
@@ -178,6 +185,8 @@ class ProjectController(Controller):
         severity: SeverityQ | None = None,
         tool: str | None = None,
         path_prefix: str | None = None,
+        cwe: str | None = None,
+        overdue: bool = False,
         cursor: UUID | None = None,
         limit: Limit = 100,
         min_position: MinPosition = None,
@@ -192,9 +201,58 @@ class ProjectController(Controller):
             severity=severity,
             tool=tool,
             path_prefix=path_prefix,
+            cwe=cwe,
+            overdue_at=ctx.pearl.now() if overdue else None,
             after=str(cursor) if cursor else None,
             limit=limit,
         )
+        return {"items": page.items, "next_cursor": page.next_cursor}
+
+    @post(
+        "/{project_id:uuid}/scans",
+        operation_id="submitScan",
+        status_code=202,
+        request_max_body_size=None,
+        summary="Submit a raw scanner report (SARIF, Semgrep, Bandit, Trivy, Grype, Checkov, …)",
+        description="The body is the report itself; its format is detected unless `tool` is "
+        "given. A `full` scan fixes findings of the same (tool, target, branch) scope that it "
+        "no longer reports. The same bytes for the same scope again change nothing.",
+    )
+    async def submit_scan(
+        self,
+        ctx: ApiContext,
+        principal: Principal,
+        request: Request[Any, Any, Any],
+        project_id: UUID,
+        tool: str | None = None,
+        target: str = "default",
+        branch: str = "main",
+        full: bool = True,
+        idempotency_key: IdemKey = None,
+    ) -> Response[dict[str, Any]]:
+        await asyncio.to_thread(ctx.pearl.authorize_scan, principal, project_id)
+        async with spool(request.stream(), ctx.settings.max_report_bytes) as spooled:
+            report = await asyncio.to_thread(parse_file, spooled.path, tool)
+            if ctx.reports is not None:
+                await ctx.reports.put(spooled)
+            meta = meta_for(spooled, target, branch, full)
+            idem = command_idempotency(idempotency_key, "submitScan", project_id, meta)
+            result = await run(ctx.pearl.submit_scan, principal, project_id, report, meta, idem)
+        return accepted(result, 202)
+
+    @get("/{project_id:uuid}/scans", operation_id="listScans")
+    async def list_scans(
+        self,
+        ctx: ApiContext,
+        principal: Principal,
+        project_id: UUID,
+        cursor: int | None = None,
+        limit: Limit = 100,
+        min_position: MinPosition = None,
+    ) -> dict[str, Any]:
+        await ctx.wait_for(min_position)
+        await visible_project(ctx, principal, project_id, Action.FINDING_READ)
+        page = await queries.scans(ctx.pool, str(project_id), after=cursor, limit=limit)
         return {"items": page.items, "next_cursor": page.next_cursor}
 
 
@@ -234,6 +292,38 @@ class FindingController(Controller):
                 }
             )
         return {**row, "history": history}
+
+    @post("/{finding_id:uuid}/triage", operation_id="triageFinding", status_code=200)
+    async def triage(
+        self,
+        ctx: ApiContext,
+        principal: Principal,
+        finding_id: UUID,
+        data: TriageFinding,
+        idempotency_key: IdemKey = None,
+    ) -> Response[dict[str, Any]]:
+        idem = command_idempotency(idempotency_key, "triageFinding", finding_id, data)
+        result = await run(
+            ctx.pearl.triage_finding, principal, finding_id, data.status, data.justification, idem
+        )
+        return accepted(result, 200)
+
+
+class ScanController(Controller):
+    path = "/v1/scans"
+    tags = ["scans"]
+    dependencies = DEPENDENCIES
+
+    @get("/{scan_id:uuid}", operation_id="getScan")
+    async def get_scan(
+        self, ctx: ApiContext, principal: Principal, scan_id: UUID, min_position: MinPosition = None
+    ) -> dict[str, Any]:
+        await ctx.wait_for(min_position)
+        row = await queries.scan(ctx.pool, str(scan_id))
+        if row is None:
+            raise NotFound(f"scan {scan_id} not found")
+        authorize(principal, Action.FINDING_READ, row["org"])
+        return row
 
 
 class AuditController(Controller):
@@ -289,4 +379,11 @@ async def whoami(principal: Principal) -> dict[str, Any]:
     }
 
 
-ROUTES: list[Any] = [OrgController, ProjectController, FindingController, AuditController, whoami]
+ROUTES: list[Any] = [
+    OrgController,
+    ProjectController,
+    FindingController,
+    ScanController,
+    AuditController,
+    whoami,
+]

@@ -22,12 +22,17 @@ pytestmark = pytest.mark.e2e
 
 
 def start_up(home: Path, port: int) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("NATS_URL", "DATABASE_URL") and not k.startswith("PEARL_")}
-    return subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "services.cli.main", "up", "--port", str(port), "--home",
-         str(home)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NATS_URL", "DATABASE_URL") and not k.startswith("PEARL_")
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli.main", "up", "--port", str(port), "--home", str(home)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -63,21 +68,41 @@ async def test_pearl_up_embedded_serves_http_and_nats_then_stops_on_ctrl_c(tmp_p
             assert (await http.get("/ready")).status_code == 200
             r = await http.post("/v1/orgs", json={"slug": org, "name": "E2E"}, headers=admin)
             assert r.status_code == 201, r.text
-            r = await http.post(f"/v1/orgs/{org}/projects", json={"slug": "api", "name": "API"},
-                                headers=admin)
+            r = await http.post(
+                f"/v1/orgs/{org}/projects", json={"slug": "api", "name": "API"}, headers=admin
+            )
             project = r.json()["id"]
-            r = await http.post(f"/v1/projects/{project}/findings", headers=admin, json={
-                "tool": "semgrep", "rule_id": "sqli", "title": "SQL injection",
-                "severity": "critical", "path": "app.py", "line": 7})
+            r = await http.post(
+                f"/v1/projects/{project}/findings",
+                headers=admin,
+                json={
+                    "tool": "semgrep",
+                    "rule_id": "sqli",
+                    "title": "SQL injection",
+                    "severity": "critical",
+                    "path": "app.py",
+                    "line": 7,
+                },
+            )
             assert r.status_code == 201, r.text
 
             nc = await nats.connect(seen["PeaRL NATS"])
-            payload = {"id": str(uuid.uuid4()), "data": {
-                "project_id": project, "tool": "bandit", "rule_id": "B105",
-                "title": "hardcoded password", "severity": "low", "path": "settings.py"}}
-            await nc.jetstream().publish(f"pearl.cmd.{org}.finding.record",
-                                         json.dumps(payload).encode(),
-                                         headers={"Authorization": admin["Authorization"]})
+            payload = {
+                "id": str(uuid.uuid4()),
+                "data": {
+                    "project_id": project,
+                    "tool": "bandit",
+                    "rule_id": "B105",
+                    "title": "hardcoded password",
+                    "severity": "low",
+                    "path": "settings.py",
+                },
+            }
+            await nc.jetstream().publish(
+                f"pearl.cmd.{org}.finding.record",
+                json.dumps(payload).encode(),
+                headers={"Authorization": admin["Authorization"]},
+            )
             await nc.close()
 
             async def both_listed() -> list:
@@ -94,8 +119,10 @@ async def test_pearl_up_embedded_serves_http_and_nats_then_stops_on_ctrl_c(tmp_p
             assert sorted(i["tool"] for i in items) == ["bandit", "semgrep"]
             r = await http.get("/v1/audit", params={"project": project}, headers=admin)
             assert [e["type"] for e in r.json()["items"]] == [
-                "pearl.project.created.v1", "pearl.finding.recorded.v1",
-                "pearl.finding.recorded.v1"]
+                "pearl.project.created.v1",
+                "pearl.finding.recorded.v1",
+                "pearl.finding.recorded.v1",
+            ]
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)

@@ -18,6 +18,7 @@ from services.api.app import create_app
 from services.api.context import ApiContext
 from services.projector import Projector
 from services.relay import Relay
+from services.reports import ReportStore
 from services.runtime import build_app, read_pool, subjects_of
 from services.settings import Settings
 from services.worker import create_worker
@@ -47,7 +48,8 @@ async def running_stack(settings: Settings, *, workers: bool = True) -> AsyncIte
     subjects = subjects_of(settings)
     pool = read_pool(database_url, 4)
     await pool.open()
-    ctx = ApiContext(settings=settings, pearl=app, pool=pool, nc=nc)
+    reports = ReportStore(nc.jetstream(), subjects)
+    ctx = ApiContext(settings=settings, pearl=app, pool=pool, nc=nc, reports=reports)
     api = create_app(ctx)
     stop = asyncio.Event()
     tasks: list[asyncio.Task[Any]] = []

@@ -21,8 +21,17 @@ def test_committed_openapi_matches_code_when_routes_change():
 def test_openapi_documents_problem_json_errors_and_operation_ids():
     doc = openapi_document()
     operation_ids = {
-        op["operationId"] for path in doc["paths"].values() for op in path.values()
+        op["operationId"]
+        for path in doc["paths"].values()
+        for op in path.values()
         if isinstance(op, dict) and "operationId" in op
     }
-    assert {"createOrg", "createProject", "recordFinding", "listFindings", "listAudit",
-            "health", "ready"} <= operation_ids
+    assert {
+        "createOrg",
+        "createProject",
+        "recordFinding",
+        "listFindings",
+        "listAudit",
+        "health",
+        "ready",
+    } <= operation_ids

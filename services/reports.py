@@ -1,0 +1,122 @@
+"""Raw scanner reports: spooled to disk while hashed, kept in the JetStream object store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from nats.js import JetStreamContext
+from nats.js.api import ObjectStoreConfig, StorageType
+from nats.js.errors import BucketNotFoundError, ObjectNotFoundError
+
+from contracts.subjects import Subjects
+from domain.errors import InvalidInput, PayloadTooLarge, ReportError
+from domain.ingest import ScanMeta
+from domain.scanners import ParsedReport, parse_report
+
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Spooled:
+    path: Path
+    digest: str
+    size: int
+
+
+@contextlib.asynccontextmanager
+async def spool(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[Spooled]:
+    """Write an upload to a temporary file, hashing it; refuse it past `limit` bytes."""
+    digest = hashlib.sha256()
+    size = 0
+    with tempfile.NamedTemporaryFile(prefix="pearl-report-", suffix=".json") as tmp:
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"report is larger than the limit of {limit} bytes")
+            digest.update(chunk)
+            tmp.write(chunk)
+        tmp.flush()
+        if size == 0:
+            raise ReportError("the report is empty (0 bytes)")
+        yield Spooled(Path(tmp.name), digest.hexdigest(), size)
+
+
+@contextlib.contextmanager
+def spool_bytes(data: bytes) -> Iterator[Spooled]:
+    with tempfile.NamedTemporaryFile(prefix="pearl-report-", suffix=".json") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        yield Spooled(Path(tmp.name), hashlib.sha256(data).hexdigest(), len(data))
+
+
+def parse_file(path: Path, tool: str | None) -> ParsedReport:
+    with path.open("rb") as fh:
+        return parse_report(fh, tool)
+
+
+def meta_for(spooled: Spooled, target: str, branch: str, full: bool) -> ScanMeta:
+    return ScanMeta(
+        digest=spooled.digest, size=spooled.size, target=target, branch=branch, full=full
+    )
+
+
+class ReportStore:
+    """Content-addressed raw reports in the `<root>-reports` object store bucket."""
+
+    def __init__(self, js: JetStreamContext, subjects: Subjects) -> None:
+        self.js = js
+        self.bucket = subjects.reports_bucket
+
+    async def ensure(self) -> None:
+        try:
+            await self.js.object_store(self.bucket)
+        except BucketNotFoundError:
+            await self.js.create_object_store(
+                self.bucket,
+                config=ObjectStoreConfig(
+                    bucket=self.bucket,
+                    storage=StorageType.FILE,
+                    description="raw scanner reports by SHA-256",
+                ),
+            )
+
+    async def put(self, spooled: Spooled) -> None:
+        store = await self.js.object_store(self.bucket)
+        with contextlib.suppress(ObjectNotFoundError):
+            info = await store.get_info(spooled.digest)
+            if info.size == spooled.size:
+                return
+        with spooled.path.open("rb") as fh:
+            await store.put(spooled.digest, fh)
+
+    @contextlib.asynccontextmanager
+    async def fetch(self, name: str) -> AsyncIterator[Spooled]:
+        """Download a stored report to a temporary file and check it against its name."""
+        store = await self.js.object_store(self.bucket)
+        with tempfile.NamedTemporaryFile(prefix="pearl-report-") as tmp:
+            try:
+                await store.get(name, writeinto=tmp)  # type: ignore[arg-type]
+            except ObjectNotFoundError:
+                raise InvalidInput(f"no report {name!r} in bucket {self.bucket!r}") from None
+            tmp.flush()
+            path = Path(tmp.name)
+            digest, size = await asyncio.to_thread(_sha256_file, path)
+            if digest != name:
+                raise InvalidInput(f"report {name!r} does not match its SHA-256 ({digest})")
+            yield Spooled(path, digest, size)
+
+
+def _sha256_file(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
