@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import msgspec
 
-from contracts.commands import Command, CreateProject, RecordFinding
+from contracts.commands import Command, CreateProject, RecordFinding, SubmitScan
 from domain.authz import Principal
 from domain.errors import InvalidInput
+from domain.ingest import ScanMeta
 from domain.pearl_app import CommandResult, Idempotency, PearlApp
+from domain.scanners import ParsedReport
+from services.reports import ReportStore, Spooled, meta_for, parse_file, spool_bytes
 
-Handler = Callable[[PearlApp, Principal, str, Any, Idempotency | None], CommandResult]
+Handler = Callable[[PearlApp, Principal, str, Any, Idempotency | None, Any], CommandResult]
+Prepare = Callable[[ReportStore | None, Any], Awaitable[Any]]
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """How one `<aggregate>.<command>` is decoded and handled."""
+    """How one `<aggregate>.<command>` is decoded, prepared (async I/O) and handled."""
 
     body: type[Command]
     handle: Handler
+    prepare: Prepare | None = None
 
 
 def _project_uuid(value: str | None) -> UUID:
@@ -33,20 +39,62 @@ def _project_uuid(value: str | None) -> UUID:
 
 
 def _record_finding(
-    app: PearlApp, p: Principal, org: str, cmd: RecordFinding, idem: Idempotency | None
+    app: PearlApp, p: Principal, org: str, cmd: RecordFinding, idem: Idempotency | None, _: Any
 ) -> CommandResult:
     return app.record_finding(p, _project_uuid(cmd.project_id), cmd, idem)
 
 
 def _create_project(
-    app: PearlApp, p: Principal, org: str, cmd: CreateProject, idem: Idempotency | None
+    app: PearlApp, p: Principal, org: str, cmd: CreateProject, idem: Idempotency | None, _: Any
 ) -> CommandResult:
     return app.create_project(p, org, cmd, idem)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedScan:
+    report: ParsedReport
+    meta: ScanMeta
+
+
+async def _prepare_scan(store: ReportStore | None, cmd: SubmitScan) -> PreparedScan:
+    """Fetch (or take inline) the raw report, check its digest, keep it, parse it whole."""
+    if (cmd.object is None) == (cmd.report is None):
+        raise InvalidInput("a scan needs exactly one of data.object or data.report")
+    if cmd.object is not None:
+        if store is None:
+            raise InvalidInput("this worker has no report store")
+        async with store.fetch(cmd.object) as spooled:
+            return await _parse(spooled, cmd)
+    with spool_bytes(msgspec.json.encode(cmd.report)) as spooled:
+        if cmd.digest and cmd.digest != spooled.digest:
+            raise InvalidInput("data.digest does not match the inline report")
+        if store is not None:
+            await store.put(spooled)
+        return await _parse(spooled, cmd)
+
+
+async def _parse(spooled: Spooled, cmd: SubmitScan) -> PreparedScan:
+    report = await asyncio.to_thread(parse_file, spooled.path, cmd.tool)
+    return PreparedScan(report, meta_for(spooled, cmd.target, cmd.branch, cmd.full))
+
+
+def _submit_scan(
+    app: PearlApp,
+    p: Principal,
+    org: str,
+    cmd: SubmitScan,
+    idem: Idempotency | None,
+    prepared: PreparedScan | None,
+) -> CommandResult:
+    if prepared is None:
+        raise InvalidInput("the scan report was not prepared")
+    return app.submit_scan(p, _project_uuid(cmd.project_id), prepared.report, prepared.meta, idem)
 
 
 ROUTES: dict[tuple[str, str], Route] = {
     ("finding", "record"): Route(RecordFinding, _record_finding),
     ("project", "create"): Route(CreateProject, _create_project),
+    ("scan", "submit"): Route(SubmitScan, _submit_scan, _prepare_scan),
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from faststream import FastStream
@@ -23,10 +24,12 @@ from psycopg import Error as PsycopgError
 
 from contracts.envelope import CommandEnvelope
 from contracts.subjects import Subjects
+from domain.authz import Principal
 from domain.errors import ConcurrencyConflict, PearlError, Unauthenticated
 from domain.idempotency import request_digest
 from domain.pearl_app import Idempotency, PearlApp
-from services.commands import ROUTES, decode_body
+from services.commands import ROUTES, Route, decode_body
+from services.reports import ReportStore
 from services.telemetry import span_from
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,18 @@ class Outcome:
 ACK = Outcome("ack")
 
 
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A routed, validated, authenticated command ready to run."""
+
+    subject: str
+    org: str
+    route: Route
+    principal: Principal
+    cmd: Any
+    idem: Idempotency
+
+
 def _bearer(headers: dict[str, str]) -> str:
     value = headers.get("Authorization") or headers.get("authorization") or ""
     scheme, _, token = value.partition(" ")
@@ -57,13 +72,20 @@ def _bearer(headers: dict[str, str]) -> str:
 class CommandProcessor:
     """Turns one bus message into one Application call; never raises for bad input."""
 
-    def __init__(self, app: PearlApp, js: JetStreamContext, subjects: Subjects) -> None:
+    def __init__(
+        self,
+        app: PearlApp,
+        js: JetStreamContext | None,
+        subjects: Subjects,
+        reports: ReportStore | None = None,
+    ) -> None:
         self.app = app
         self.js = js
         self.subjects = subjects
+        self.reports = reports
 
-    def execute(self, subject: str, body: bytes, headers: dict[str, str]) -> Outcome:
-        """Validate and run the command (blocking: call it in a worker thread)."""
+    def decode(self, subject: str, body: bytes, headers: dict[str, str]) -> Decoded | Outcome:
+        """Route, validate and authenticate a command (blocking: run it in a thread)."""
         try:
             org, aggregate, command = self.subjects.parse_command(subject)
         except ValueError as exc:
@@ -78,8 +100,17 @@ class CommandProcessor:
         try:
             principal = self.app.authenticate(_bearer(headers))
             cmd = decode_body(route, envelope.data)
-            idem = Idempotency(f"cmd:{envelope.id}", request_digest(subject, envelope.data))
-            result = route.handle(self.app, principal, org, cmd, idem)
+        except PearlError as exc:
+            return Outcome("dead", exc.detail, exc.code)
+        idem = Idempotency(f"cmd:{envelope.id}", request_digest(subject, envelope.data))
+        return Decoded(subject, org, route, principal, cmd, idem)
+
+    def run(self, decoded: Decoded, attachment: Any = None) -> Outcome:
+        """Call the Application (blocking); map domain errors to DLQ or retry."""
+        try:
+            result = decoded.route.handle(
+                self.app, decoded.principal, decoded.org, decoded.cmd, decoded.idem, attachment
+            )
         except ConcurrencyConflict as exc:
             return Outcome("retry", exc.detail, exc.code)
         except PearlError as exc:
@@ -87,20 +118,37 @@ class CommandProcessor:
         log.info(
             "command applied",
             extra={
-                "subject": subject,
-                "org": org,
+                "subject": decoded.subject,
+                "org": decoded.org,
                 "position": result.position,
                 "replayed": result.replayed,
             },
         )
         return ACK
 
+    def execute(self, subject: str, body: bytes, headers: dict[str, str]) -> Outcome:
+        """Decode and run a command that needs no asynchronous preparation."""
+        decoded = self.decode(subject, body, headers)
+        return decoded if isinstance(decoded, Outcome) else self.run(decoded)
+
+    async def handle(self, subject: str, body: bytes, headers: dict[str, str]) -> Outcome:
+        decoded = await asyncio.to_thread(self.decode, subject, body, headers)
+        if isinstance(decoded, Outcome):
+            return decoded
+        attachment = None
+        if decoded.route.prepare is not None:
+            try:
+                attachment = await decoded.route.prepare(self.reports, decoded.cmd)
+            except PearlError as exc:
+                return Outcome("dead", exc.detail, exc.code)
+        return await asyncio.to_thread(self.run, decoded, attachment)
+
     async def process(self, msg: RawNatsMessage) -> None:
         raw = msg.raw_message
         headers = dict(raw.headers or {})
         with span_from(headers, "worker.command", subject=raw.subject):
             try:
-                outcome = await asyncio.to_thread(self.execute, raw.subject, raw.data, headers)
+                outcome = await self.handle(raw.subject, raw.data, headers)
             except (PsycopgError, OSError, RuntimeError) as exc:
                 log.warning("command failed transiently", extra={"error": str(exc)})
                 outcome = Outcome("retry", str(exc), "unavailable")
@@ -138,6 +186,8 @@ class CommandProcessor:
                 "Nats-Msg-Id": f"dlq-{self.subjects.root}-{seq}",
             }
         )
+        if self.js is None:
+            raise RuntimeError("no JetStream connection for the dead-letter stream")
         await self.js.publish(self.subjects.dlq(subject), body, headers=kept)
         log.warning(
             "command dead-lettered",
@@ -164,7 +214,8 @@ def create_worker(
         processor = holder.get("p")
         if processor is None:
             js = broker.connection.jetstream()
-            processor = holder["p"] = CommandProcessor(app, js, subjects)
+            reports = ReportStore(js, subjects)
+            processor = holder["p"] = CommandProcessor(app, js, subjects, reports)
         await processor.process(msg)
 
     return FastStream(broker), broker

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 from operator import itemgetter
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import ijson
 from ijson.common import ObjectBuilder
@@ -41,12 +41,10 @@ _TOP_VALUE_CAP = 256
 
 def _backend() -> ModuleType:
     """Return ijson's C (yajl2_c) backend when compiled in, else ijson's default backend."""
-    backend: ModuleType = ijson
     try:
-        backend = ijson.get_backend("yajl2_c")
+        return cast(ModuleType, ijson.get_backend("yajl2_c"))
     except ImportError:
-        return backend
-    return backend
+        return cast(ModuleType, ijson)
 
 
 BACKEND = _backend()
@@ -76,7 +74,8 @@ def json_error(exc: Exception) -> ReportError:
 
 def is_eof(exc: Exception) -> bool:
     """Return True when a parse error only means the input stopped early."""
-    return "premature EOF" in _first_line(exc)
+    detail = _first_line(exc)
+    return "premature EOF" in detail or "Incomplete JSON" in detail
 
 
 def _first_line(exc: Exception) -> str:
@@ -99,10 +98,6 @@ class HeadInfo:
     values: Mapping[str, object]
     empty: bool
     complete: bool
-
-    def has(self, *paths: str) -> bool:
-        """Return True when every dotted key path was seen in the head."""
-        return all(path in self.keys for path in paths)
 
     def any(self, *paths: str) -> bool:
         """Return True when at least one dotted key path was seen in the head."""

@@ -22,8 +22,9 @@ def sample(name: str) -> bytes:
 
 
 async def submit(stack: Stack, project: str, body: bytes, **params: str):
-    return await stack.http.post(f"/v1/projects/{project}/scans", content=body,
-                                 params=params, headers=stack.admin)
+    return await stack.http.post(
+        f"/v1/projects/{project}/scans", content=body, params=params, headers=stack.admin
+    )
 
 
 async def test_real_semgrep_report_is_ingested_and_queryable(stack: Stack):
@@ -34,11 +35,18 @@ async def test_real_semgrep_report_is_ingested_and_queryable(stack: Stack):
     body = r.json()
     counts = body["counts"]
     assert expected["distinct_rule_path"] <= counts["new"] <= expected["distinct_rule_path_line"]
-    assert counts == {"new": counts["new"], "seen_again": 0, "reopened": 0, "fixed": 0,
-                      "total": counts["new"]}
-    r = await stack.http.get(f"/v1/projects/{project}/findings",
-                             params={"min_position": body["position"], "limit": 1000},
-                             headers=stack.admin)
+    assert counts == {
+        "new": counts["new"],
+        "seen_again": 0,
+        "reopened": 0,
+        "fixed": 0,
+        "total": counts["new"],
+    }
+    r = await stack.http.get(
+        f"/v1/projects/{project}/findings",
+        params={"min_position": body["position"], "limit": 1000},
+        headers=stack.admin,
+    )
     items = r.json()["items"]
     assert len(items) == counts["new"]
     assert {i["path"] for i in items} == set(expected["paths"])
@@ -65,9 +73,11 @@ async def test_full_scan_fixes_missing_and_reopens_returning_findings(stack: Sta
     assert upgraded["fixed"] > 0 and upgraded["new"] > 0 and upgraded["seen_again"] > 0
     back = (await submit(stack, project, old + b"\n", target="tornado")).json()
     assert back["counts"]["reopened"] == upgraded["fixed"]
-    r = await stack.http.get(f"/v1/projects/{project}/findings",
-                             params={"min_position": back["position"], "status": "reopened",
-                                     "limit": 1000}, headers=stack.admin)
+    r = await stack.http.get(
+        f"/v1/projects/{project}/findings",
+        params={"min_position": back["position"], "status": "reopened", "limit": 1000},
+        headers=stack.admin,
+    )
     assert len(r.json()["items"]) == upgraded["fixed"]
 
 
@@ -113,15 +123,60 @@ async def test_report_over_size_limit_is_413(stack: Stack):
 async def test_triage_marks_false_positive_with_justification(stack: Stack):
     _, project, _ = await make_org_and_project(stack.http, stack.admin)
     body = (await submit(stack, project, sample("semgrep-pyyaml-3.13.json"))).json()
-    r = await stack.http.get(f"/v1/projects/{project}/findings",
-                             params={"min_position": body["position"]}, headers=stack.admin)
+    r = await stack.http.get(
+        f"/v1/projects/{project}/findings",
+        params={"min_position": body["position"]},
+        headers=stack.admin,
+    )
     fid = r.json()["items"][0]["id"]
-    r = await stack.http.post(f"/v1/findings/{fid}/triage", headers=stack.admin,
-                              json={"status": "false_positive", "justification": "test code"})
+    r = await stack.http.post(
+        f"/v1/findings/{fid}/triage",
+        headers=stack.admin,
+        json={"status": "false_positive", "justification": "test code"},
+    )
     assert r.status_code == 200
-    r = await stack.http.get(f"/v1/findings/{fid}", params={"min_position": r.json()["position"]},
-                             headers=stack.admin)
+    r = await stack.http.get(
+        f"/v1/findings/{fid}", params={"min_position": r.json()["position"]}, headers=stack.admin
+    )
     assert (r.json()["status"], r.json()["justification"]) == ("false_positive", "test code")
-    r = await stack.http.post(f"/v1/findings/{fid}/triage", headers=stack.admin,
-                              json={"status": "not_affected", "justification": "again"})
+    r = await stack.http.post(
+        f"/v1/findings/{fid}/triage",
+        headers=stack.admin,
+        json={"status": "not_affected", "justification": "again"},
+    )
     assert r.status_code == 409
+
+
+async def test_scan_submitted_on_the_bus_from_object_store_and_inline(stack: Stack):
+    from services.reports import ReportStore, spool_bytes
+    from tests.support.helpers import eventually, publish_command
+
+    org, project, _ = await make_org_and_project(stack.http, stack.admin)
+    raw = sample("bandit-tornado-4.5.json")
+    with spool_bytes(raw) as spooled:
+        await ReportStore(stack.nc.jetstream(), stack.subjects).put(spooled)
+    subject = stack.subjects.command(org, "scan", "submit")
+    await publish_command(
+        stack.nc,
+        subject,
+        {"project_id": project, "object": spooled.digest, "target": "tornado"},
+        stack.admin_token,
+    )
+    inline = json.loads(sample("semgrep-pyyaml-3.13.json"))
+    await publish_command(
+        stack.nc,
+        subject,
+        {"project_id": project, "report": inline, "target": "pyyaml"},
+        stack.admin_token,
+    )
+
+    async def scans():
+        r = await stack.http.get(f"/v1/projects/{project}/scans", headers=stack.admin)
+        items = r.json().get("items", []) if r.status_code == 200 else []
+        return items if len(items) == 2 else None
+
+    items = await eventually(scans)
+    assert sorted(i["tool"] for i in items) == ["bandit", "semgrep"]
+    bandit = next(i for i in items if i["tool"] == "bandit")
+    assert bandit["digest"] == hashlib.sha256(raw).hexdigest()
+    assert bandit["counts"]["new"] > 0

@@ -1,4 +1,4 @@
-"""Authorization: the full Action × Role matrix, org scoping and platform administrators."""
+"""Authorization: the full Action x Role matrix, org scoping and platform administrators."""
 
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ from domain.errors import (
     Unauthenticated,
 )
 from domain.finding import Finding, finding_id
+from domain.ingest import ScanMeta
 from domain.org import org_id
 from domain.pearl_app import (
     CommandResult,
@@ -33,6 +34,7 @@ from domain.pearl_app import (
     manual_fingerprint,
 )
 from domain.project import Project, project_id
+from domain.scanners.model import NormalizedFinding, ParsedReport
 from tests.unit.conftest import START, FakeClock, event_names, finding_cmd, stored_events
 
 
@@ -788,3 +790,203 @@ def test_stored_aggregates_have_the_expected_types_when_loaded(
     assert isinstance(app.repository.get(project), Project)
     with pytest.raises(NotFound):
         app._load(Finding, project, "finding")
+
+
+# --- triage -------------------------------------------------------------------------------
+
+
+def test_triage_finding_records_the_decision_when_caller_is_an_operator(
+    app: PearlApp, operator: Principal, project: UUID
+) -> None:
+    fid = UUID(app.record_finding(operator, project, finding_cmd()).ids["id"])
+
+    result = app.triage_finding(operator, fid, "false_positive", "input is a constant")
+
+    finding = app.get_finding(operator, fid)
+    assert result.ids == {"id": str(fid), "status": "false_positive"}
+    assert (finding.status, finding.justification) == ("false_positive", "input is a constant")
+    assert event_names(app)[-1] == "Finding.Triaged"
+
+
+@pytest.mark.parametrize("role", ["viewer", "service", "agent", "auditor", "approver"])
+def test_triage_finding_raises_forbidden_when_caller_may_not_triage(
+    app: PearlApp,
+    org: str,
+    operator: Principal,
+    principal_of: Callable[..., Principal],
+    project: UUID,
+    role: str,
+) -> None:
+    fid = UUID(app.record_finding(operator, project, finding_cmd()).ids["id"])
+    caller = principal_of(org, role)
+
+    with pytest.raises(Forbidden):
+        app.triage_finding(caller, fid, "accepted_risk", "fine")
+
+    assert app.get_finding(operator, fid).status == "open"
+
+
+def test_triage_finding_raises_not_found_when_finding_is_in_another_org(
+    app: PearlApp,
+    operator: Principal,
+    other_org: str,
+    principal_of: Callable[..., Principal],
+    project: UUID,
+) -> None:
+    fid = UUID(app.record_finding(operator, project, finding_cmd()).ids["id"])
+
+    with pytest.raises(NotFound):
+        app.triage_finding(principal_of(other_org, "admin"), fid, "accepted_risk", "fine")
+
+
+def test_triage_finding_replays_when_the_same_key_is_sent_twice(
+    app: PearlApp, operator: Principal, project: UUID
+) -> None:
+    fid = UUID(app.record_finding(operator, project, finding_cmd()).ids["id"])
+    idem = Idempotency("triage-1", "h")
+    first = app.triage_finding(operator, fid, "not_affected", "dead code", idem)
+
+    again = app.triage_finding(operator, fid, "not_affected", "dead code", idem)
+
+    assert (again.replayed, again.position, again.ids) == (True, first.position, first.ids)
+
+
+def test_triage_finding_raises_conflict_when_finding_was_already_triaged(
+    app: PearlApp, operator: Principal, project: UUID
+) -> None:
+    fid = UUID(app.record_finding(operator, project, finding_cmd()).ids["id"])
+    app.triage_finding(operator, fid, "not_affected", "dead code")
+
+    with pytest.raises(Conflict):
+        app.triage_finding(operator, fid, "accepted_risk", "changed mind")
+
+
+# --- scans --------------------------------------------------------------------------------
+
+
+def scanned(fingerprint: str, severity: str = "high") -> NormalizedFinding:
+    return NormalizedFinding(
+        tool="semgrep",
+        rule_id=f"rule-{fingerprint}",
+        title=f"Issue {fingerprint}",
+        severity=severity,
+        confidence=None,
+        kind="code",
+        path="app/x.py",
+        line=1,
+        end_line=None,
+        package=None,
+        installed_version=None,
+        fixed_version=None,
+        cwe=(),
+        cve=(),
+        message="m",
+        fingerprint=fingerprint,
+    )
+
+
+def report(*fingerprints: str) -> ParsedReport:
+    return ParsedReport(
+        format="semgrep-json",
+        tool="semgrep",
+        tool_version="1.0",
+        findings=tuple(scanned(fp) for fp in fingerprints),
+    )
+
+
+def meta(n: int, full: bool = True) -> ScanMeta:
+    return ScanMeta(digest=f"{n:064x}", size=100, full=full)
+
+
+def status_of(app: PearlApp, caller: Principal, project: UUID, fingerprint: str) -> str:
+    return str(app.get_finding(caller, finding_id(project, fingerprint)).status)
+
+
+def test_submit_scan_records_new_findings_when_the_scope_is_scanned_first(
+    app: PearlApp, operator: Principal, project: UUID
+) -> None:
+    result = app.submit_scan(operator, project, report("fp-a", "fp-b", "fp-a"), meta(1))
+
+    assert result.ids["counts"] == {
+        "new": 2,
+        "seen_again": 0,
+        "reopened": 0,
+        "fixed": 0,
+        "total": 2,
+    }
+    assert app.get_scan(operator, UUID(result.ids["scan_id"])).digest == f"{1:064x}"
+    finding = app.get_finding(operator, finding_id(project, "fp-a"))
+    assert (finding.status, finding.scan_count) == ("open", 1)
+    assert event_names(app).count("Finding.Recorded") == 2
+
+
+def test_submit_scan_is_a_no_op_when_the_same_report_is_submitted_again(
+    app: PearlApp, operator: Principal, project: UUID
+) -> None:
+    first = app.submit_scan(operator, project, report("fp-a"), meta(1))
+    stored = position(app)
+
+    again = app.submit_scan(operator, project, report("fp-a"), meta(1))
+
+    assert again.replayed
+    assert again.ids == first.ids
+    assert position(app) == stored
+
+
+def test_submit_scan_fixes_then_reopens_a_finding_when_full_scans_drop_and_restore_it(
+    app: PearlApp, operator: Principal, project: UUID
+) -> None:
+    app.submit_scan(operator, project, report("fp-a", "fp-b"), meta(1))
+
+    dropped = app.submit_scan(operator, project, report("fp-a"), meta(2))
+
+    assert dropped.ids["counts"]["fixed"] == 1
+    assert dropped.ids["counts"]["seen_again"] == 1
+    assert status_of(app, operator, project, "fp-b") == "fixed"
+    assert status_of(app, operator, project, "fp-a") == "open"
+
+    restored = app.submit_scan(operator, project, report("fp-a", "fp-b"), meta(3))
+
+    assert restored.ids["counts"]["reopened"] == 1
+    assert status_of(app, operator, project, "fp-b") == "reopened"
+
+
+def test_submit_scan_fixes_nothing_when_the_scan_is_partial(
+    app: PearlApp, operator: Principal, project: UUID
+) -> None:
+    app.submit_scan(operator, project, report("fp-a", "fp-b"), meta(1))
+
+    partial = app.submit_scan(operator, project, report("fp-a"), meta(2, full=False))
+
+    assert partial.ids["counts"]["fixed"] == 0
+    assert status_of(app, operator, project, "fp-b") == "open"
+
+
+def test_submit_scan_does_not_fix_a_triaged_finding_when_a_full_scan_drops_it(
+    app: PearlApp, operator: Principal, project: UUID
+) -> None:
+    app.submit_scan(operator, project, report("fp-a", "fp-b"), meta(1))
+    app.triage_finding(operator, finding_id(project, "fp-b"), "accepted_risk", "tracked")
+
+    result = app.submit_scan(operator, project, report("fp-a"), meta(2))
+
+    assert result.ids["counts"]["fixed"] == 0
+    assert status_of(app, operator, project, "fp-b") == "accepted_risk"
+
+
+def test_submit_scan_raises_forbidden_when_caller_is_a_viewer(
+    app: PearlApp, org: str, principal_of: Callable[..., Principal], project: UUID
+) -> None:
+    viewer = principal_of(org, "viewer")
+
+    with pytest.raises(Forbidden):
+        app.authorize_scan(viewer, project)
+    with pytest.raises(Forbidden):
+        app.submit_scan(viewer, project, report("fp-a"), meta(1))
+
+
+def test_submit_scan_raises_not_found_when_project_is_in_another_org(
+    app: PearlApp, other_org: str, principal_of: Callable[..., Principal], project: UUID
+) -> None:
+    with pytest.raises(NotFound):
+        app.submit_scan(principal_of(other_org, "operator"), project, report("fp-a"), meta(1))

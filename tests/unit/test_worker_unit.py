@@ -9,9 +9,11 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from contracts.commands import RecordFinding
 from contracts.subjects import Subjects
 from domain.authz import Principal
-from domain.pearl_app import PearlApp
+from domain.finding import finding_id
+from domain.pearl_app import PearlApp, manual_fingerprint
 from domain.project import project_id
 from services.worker import ACK, CommandProcessor, Outcome
 from tests.unit.conftest import event_names
@@ -35,7 +37,9 @@ def finding_data(project: UUID | str, **overrides: Any) -> dict[str, Any]:
 
 
 def envelope(data: Any, command_id: str | None = None, **extra: Any) -> bytes:
-    return json.dumps({"id": command_id or str(uuid4()), "source": "tests", "data": data, **extra}).encode()
+    return json.dumps(
+        {"id": command_id or str(uuid4()), "source": "tests", "data": data, **extra}
+    ).encode()
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -59,14 +63,15 @@ def position(app: PearlApp) -> int:
 def test_execute_acks_and_records_the_finding_when_command_is_valid(
     app: PearlApp, processor: CommandProcessor, project: UUID, operator_token: str
 ) -> None:
-    outcome = processor.execute(RECORD, envelope(finding_data(project)), bearer(operator_token))
+    data = finding_data(project)
+
+    outcome = processor.execute(RECORD, envelope(data), bearer(operator_token))
 
     assert outcome == ACK
-    assert event_names(app)[-1] == "Finding.Recorded"
-    caller = app.authenticate(operator_token)
-    finding_event = [e for e in event_names(app) if e.startswith("Finding.")]
-    assert finding_event == ["Finding.Recorded"]
-    assert caller.org == "acme"
+    fid = finding_id(project, manual_fingerprint(RecordFinding(**data)))
+    finding = app.get_finding(app.authenticate(operator_token), fid)
+    assert (finding.status, finding.title, finding.org) == ("open", "SQL injection", "acme")
+    assert [e for e in event_names(app) if e.startswith("Finding.")] == ["Finding.Recorded"]
 
 
 def test_execute_records_once_when_the_same_envelope_id_is_delivered_twice(
