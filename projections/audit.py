@@ -9,7 +9,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from contracts.envelope import EventEnvelope
-from projections.base import Cursor, Projection
+from projections.base import Batch, Cursor, Projection
 
 GENESIS = "0" * 64
 
@@ -41,17 +41,21 @@ def trace_id(traceparent: str | None) -> str | None:
     return parts[1] if len(parts) == 4 else None
 
 
-async def _append(cur: Cursor, env: EventEnvelope) -> None:
+async def preload(cur: Cursor, envelopes: list[EventEnvelope], batch: Batch) -> None:
+    """Lock and read the chain heads of the batch's orgs (one query)."""
+    orgs = sorted({env.org for env in envelopes})
     await cur.execute(
-        "SELECT seq, hash FROM audit_chain_head WHERE org = %s FOR UPDATE", (env.org,)
+        "SELECT org, seq, hash FROM audit_chain_head WHERE org = ANY(%s) ORDER BY org FOR UPDATE",
+        (orgs,),
     )
-    head = await cur.fetchone()
-    seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
+    for org, seq, digest in await cur.fetchall():
+        batch.heads[org] = (seq, digest)
+
+
+async def _append(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
+    seq, prev = batch.heads.get(env.org, (0, GENESIS))
+    seq += 1
     digest = chain_hash(prev, canonical_entry(env, seq))
-    await cur.execute(
-        "SELECT project_id FROM aggregate_scope WHERE aggregate_id = %s", (env.aggregateid,)
-    )
-    scope = await cur.fetchone()
     await cur.execute(
         "INSERT INTO audit_log (position, org, seq, event_id, type, aggregate, aggregate_id,"
         " aggregate_version, project_id, actor, actor_kind, occurred_at, data, trace_id,"
@@ -65,7 +69,7 @@ async def _append(cur: Cursor, env: EventEnvelope) -> None:
             env.aggregate,
             env.aggregateid,
             env.aggregateversion,
-            scope[0] if scope else None,
+            batch.scope.get(env.aggregateid),
             env.actor,
             env.actor.partition(":")[0],
             env.time,
@@ -75,12 +79,20 @@ async def _append(cur: Cursor, env: EventEnvelope) -> None:
             digest,
         ),
     )
-    await cur.execute(
-        "INSERT INTO audit_chain_head (org, seq, position, hash) VALUES (%s, %s, %s, %s)"
-        " ON CONFLICT (org) DO UPDATE SET seq = EXCLUDED.seq, position = EXCLUDED.position,"
-        " hash = EXCLUDED.hash",
-        (env.org, seq, env.position, digest),
-    )
+    batch.heads[env.org] = (seq, digest)
+    batch.moved[env.org] = env.position
+
+
+async def finish(cur: Cursor, batch: Batch) -> None:
+    """Store the heads the batch moved."""
+    for org, position in batch.moved.items():
+        seq, digest = batch.heads[org]
+        await cur.execute(
+            "INSERT INTO audit_chain_head (org, seq, position, hash) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (org) DO UPDATE SET seq = EXCLUDED.seq, position = EXCLUDED.position,"
+            " hash = EXCLUDED.hash",
+            (org, seq, position, digest),
+        )
 
 
 PROJECTION = Projection(

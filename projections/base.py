@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg import AsyncCursor
@@ -11,7 +11,21 @@ from psycopg import AsyncCursor
 from contracts.envelope import EventEnvelope
 
 Cursor = AsyncCursor[Any]
-Handler = Callable[[Cursor, EventEnvelope], Awaitable[None]]
+
+
+@dataclass
+class Batch:
+    """State shared by the projections while one batch is applied (saves a read per event)."""
+
+    #: aggregate id → project id (None when the aggregate belongs to no project)
+    scope: dict[str, str | None] = field(default_factory=dict)
+    #: org → (seq, hash) of the audit chain's head, as the batch moves it
+    heads: dict[str, tuple[int, str]] = field(default_factory=dict)
+    #: orgs whose head moved in this batch → position of their last entry
+    moved: dict[str, int] = field(default_factory=dict)
+
+
+Handler = Callable[[Cursor, EventEnvelope, Batch], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,9 +38,9 @@ class Projection:
     #: Called for every event (after type handlers); used by the audit trail.
     every: Handler | None = None
 
-    async def apply(self, cur: Cursor, env: EventEnvelope) -> None:
+    async def apply(self, cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
         handler = self.handlers.get(env.type)
         if handler is not None:
-            await handler(cur, env)
+            await handler(cur, env, batch)
         if self.every is not None:
-            await self.every(cur, env)
+            await self.every(cur, env, batch)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from psycopg.types.json import Jsonb
 
 from contracts.envelope import EventEnvelope, event_type
-from projections.base import Cursor, Projection
+from projections.base import Batch, Cursor, Projection
 
 
-async def _recorded(cur: Cursor, env: EventEnvelope) -> None:
+async def _recorded(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
     d = env.data
     details = d.get("details") or {}
     await cur.execute(
@@ -60,11 +60,11 @@ async def _seen(cur: Cursor, env: EventEnvelope, status: str | None) -> None:
     )
 
 
-async def _seen_again(cur: Cursor, env: EventEnvelope) -> None:
+async def _seen_again(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
     await _seen(cur, env, None)
 
 
-async def _reopened(cur: Cursor, env: EventEnvelope) -> None:
+async def _reopened(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
     await _seen(cur, env, "reopened")
 
 
@@ -85,11 +85,11 @@ async def _set_status(
     )
 
 
-async def _fixed(cur: Cursor, env: EventEnvelope) -> None:
+async def _fixed(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
     await _set_status(cur, env, "fixed")
 
 
-async def _triaged(cur: Cursor, env: EventEnvelope) -> None:
+async def _triaged(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
     await _set_status(cur, env, env.data["status"], env.data["justification"])
 
 

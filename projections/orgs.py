@@ -5,10 +5,10 @@ from __future__ import annotations
 from psycopg.types.json import Jsonb
 
 from contracts.envelope import EventEnvelope, event_type
-from projections.base import Cursor, Projection
+from projections.base import Batch, Cursor, Projection
 
 
-async def _org_created(cur: Cursor, env: EventEnvelope) -> None:
+async def _org_created(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
     await cur.execute(
         "INSERT INTO org_view (org, id, name, created_at, created_by, position)"
         " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (org) DO NOTHING",
@@ -16,7 +16,7 @@ async def _org_created(cur: Cursor, env: EventEnvelope) -> None:
     )
 
 
-async def _project_created(cur: Cursor, env: EventEnvelope) -> None:
+async def _project_created(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
     d = env.data
     await cur.execute(
         "INSERT INTO project_view (id, org, slug, name, environments, created_at, position)"

@@ -12,7 +12,7 @@ from psycopg import AsyncConnection
 
 from contracts.envelope import EventEnvelope
 from projections import audit, findings, orgs, scans, scope
-from projections.base import Projection
+from projections.base import Batch, Projection
 
 log = logging.getLogger(__name__)
 
@@ -73,25 +73,34 @@ async def apply_batch(conn: AsyncConnection[Any], items: Sequence[Item]) -> Batc
         row = await cur.fetchone()
         assert row is not None
         position, last_seq = row
-        for index, item in enumerate(items):
-            seq = item.stream_seq
-            if seq is not None and last_seq is not None:
-                if seq <= last_seq:
+        fresh = [
+            i.envelope for i in items if i.envelope is not None and i.envelope.position > position
+        ]
+        batch = Batch()
+        if fresh:
+            await scope.preload(cur, fresh, batch)
+            await audit.preload(cur, fresh, batch)
+        async with conn.pipeline():
+            for index, item in enumerate(items):
+                seq = item.stream_seq
+                if seq is not None and last_seq is not None:
+                    if seq <= last_seq:
+                        duplicates += 1
+                        continue
+                    if seq != last_seq + 1:
+                        gap_at = index
+                        break
+                env = item.envelope
+                if env is None or env.position <= position:
                     duplicates += 1
-                    continue
-                if seq != last_seq + 1:
-                    gap_at = index
-                    break
-            env = item.envelope
-            if env is None or env.position <= position:
-                duplicates += 1
-            else:
-                for projection in PROJECTIONS:
-                    await projection.apply(cur, env)
-                position = env.position
-                applied += 1
-            if seq is not None:
-                last_seq = seq
+                else:
+                    for projection in PROJECTIONS:
+                        await projection.apply(cur, env, batch)
+                    position = env.position
+                    applied += 1
+                if seq is not None:
+                    last_seq = seq
+            await audit.finish(cur, batch)
         await cur.execute(
             "UPDATE projection_checkpoint SET position = %s, stream_seq = %s WHERE name = %s",
             (position, last_seq, CHECKPOINT),

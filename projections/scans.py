@@ -5,10 +5,10 @@ from __future__ import annotations
 from psycopg.types.json import Jsonb
 
 from contracts.envelope import EventEnvelope, event_type
-from projections.base import Cursor, Projection
+from projections.base import Batch, Cursor, Projection
 
 
-async def _submitted(cur: Cursor, env: EventEnvelope) -> None:
+async def _submitted(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
     d = env.data
     await cur.execute(
         "INSERT INTO scan_view (id, org, project_id, tool, tool_version, format, target, branch,"

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 from contracts.envelope import EventEnvelope
-from projections.base import Cursor, Projection
+from projections.base import Batch, Cursor, Projection
 
 
-async def _scope(cur: Cursor, env: EventEnvelope) -> None:
+async def preload(cur: Cursor, envelopes: list[EventEnvelope], batch: Batch) -> None:
+    """Read the scope of every aggregate in the batch in one query."""
+    ids = list({env.aggregateid for env in envelopes})
+    await cur.execute(
+        "SELECT aggregate_id, project_id FROM aggregate_scope WHERE aggregate_id = ANY(%s)",
+        (ids,),
+    )
+    for aggregate_id, project_id in await cur.fetchall():
+        batch.scope[str(aggregate_id)] = str(project_id) if project_id else None
+
+
+async def _scope(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
     if env.aggregateversion != 1:
         return
     project_id = env.aggregateid if env.aggregate == "project" else env.data.get("project_id")
+    batch.scope[env.aggregateid] = project_id
     await cur.execute(
         "INSERT INTO aggregate_scope (aggregate_id, org, aggregate, project_id)"
         " VALUES (%s, %s, %s, %s) ON CONFLICT (aggregate_id) DO NOTHING",

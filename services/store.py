@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
@@ -16,14 +17,15 @@ from psycopg.types.json import Jsonb
 from domain.idempotency import IdempotencyClaim, IdempotencyRecord
 
 RECORDER_TOPIC = "services.store:PostgresPearlRecorder"
+INSERT_CHUNK = 1000
 
 
 class PostgresPearlRecorder(PostgresApplicationRecorder):
     """Application recorder whose `insert_events` also writes the command's idempotency claim.
 
     The claim row is inserted before the events and given the position of the command's last
-    event after them, all in the library's one transaction: a duplicate key rolls back the events
-    too, so a command is recorded exactly once.
+    event after them, all in one transaction: a duplicate key rolls back the events too, so a
+    command is recorded exactly once.
     """
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
@@ -54,26 +56,46 @@ class PostgresPearlRecorder(PostgresApplicationRecorder):
             "SELECT request_hash, response, position FROM {0} WHERE org = %s AND key = %s"
         ).format(table)
 
-    def _insert_events(
-        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> None:
-        claim: IdempotencyClaim | None = kwargs.get("idempotency")
-        if claim is not None:
-            curs.execute(
-                self._insert_claim,
-                (claim.org, claim.key, claim.request_hash, Jsonb(claim.response)),
-                prepare=True,
-            )
-        super()._insert_events(curs, stored_events, **kwargs)
-
-    def _fetch_ids_after_insert_events(
-        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        """Insert the claim and the events in one transaction, in statements of bounded size.
+
+        The library pipelines one statement carrying every event; with thousands of events in
+        one save (a scan report) that pipeline stalls, so large saves are chunked instead.
+        """
         claim: IdempotencyClaim | None = kwargs.get("idempotency")
-        if claim is not None and ids:
-            curs.execute(self._set_claim_position, (max(ids), claim.org, claim.key), prepare=True)
+        ids: list[int] = []
+        with (
+            self.datastore.get_connection() as conn,
+            conn.transaction(),
+            conn.cursor() as curs,
+        ):
+            if claim is not None:
+                curs.execute(
+                    self._insert_claim,
+                    (claim.org, claim.key, claim.request_hash, Jsonb(claim.response)),
+                    prepare=True,
+                )
+            if stored_events:
+                self._lock_table(curs)
+                self._notify_channel(curs)
+                for start in range(0, len(stored_events), INSERT_CHUNK):
+                    ids.extend(
+                        self._insert_chunk(curs, stored_events[start : start + INSERT_CHUNK])
+                    )
+            if claim is not None and ids:
+                curs.execute(self._set_claim_position, (max(ids), claim.org, claim.key))
         return ids
+
+    def _insert_chunk(self, curs: Cursor[DictRow], chunk: Sequence[StoredEvent]) -> list[int]:
+        rows = [
+            self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
+            for e in chunk
+        ]
+        curs.execute(self.insert_events_statement, (rows,))
+        return [row["notification_id"] for row in curs.fetchall()]
 
     def select_events_for(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
         if not originator_ids:

@@ -104,6 +104,32 @@ def cmd_scan_parse(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scan_ingest(args: argparse.Namespace) -> int:
+    from services.cli.client import checked, client
+
+    settings = _settings(args, running=False)
+    params = {"target": args.target, "branch": args.branch, "full": str(args.full).lower()}
+    if args.tool:
+        params["tool"] = args.tool
+    with client(settings.home) as http, Path(args.file).open("rb") as fh:
+        answer = checked(http.post(f"/v1/projects/{args.project}/scans", params=params, content=fh))
+    print(json.dumps(answer, indent=2))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from services.bench import ingest
+
+    telemetry.setup("bench", "WARNING", json_logs=False)
+    results = {"ingest": lambda: ingest.run(args.findings, args.files)}[args.name]()
+    text = json.dumps(results, indent=2)
+    print(text)
+    out = Path(args.output or f"bench-results/{args.name}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    return 0
+
+
 def cmd_openapi(args: argparse.Namespace) -> int:
     from services.api.openapi import openapi_document
 
@@ -149,6 +175,26 @@ def parser() -> argparse.ArgumentParser:
     parse.add_argument("file")
     parse.add_argument("--tool", help="force a format instead of auto-detecting")
     parse.set_defaults(func=cmd_scan_parse)
+    ingest = scan_sub.add_parser("ingest", help="submit a report to the API of a running PeaRL")
+    ingest.add_argument("file")
+    ingest.add_argument("--project", required=True, help="project id")
+    ingest.add_argument("--tool", help="force a format instead of auto-detecting")
+    ingest.add_argument("--target", default="default", help="what was scanned (scope)")
+    ingest.add_argument("--branch", default="main")
+    ingest.add_argument(
+        "--full",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a full scan fixes findings of its scope it no longer reports",
+    )
+    ingest.set_defaults(func=cmd_scan_ingest)
+
+    bench = sub.add_parser("bench", help="benchmarks (print figures and write JSON)")
+    bench.add_argument("name", choices=["ingest"])
+    bench.add_argument("--findings", type=int, default=10_000)
+    bench.add_argument("--files", type=int, default=2_000)
+    bench.add_argument("--output", help="JSON file (default bench-results/<name>.json)")
+    bench.set_defaults(func=cmd_bench)
 
     oa = sub.add_parser("openapi", help="write the OpenAPI document")
     oa.add_argument("--output", default="-")

@@ -1,0 +1,236 @@
+"""`pearl bench ingest`: a 10,000-result SARIF through the API until every finding is queryable."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import psycopg
+from psycopg import sql
+
+from services.bench import ceilings
+from services.embedded import find_free_port
+from services.settings import event_store_env
+
+
+def sarif_report(results: int, files: int, salt: str = "") -> bytes:
+    """A deterministic SARIF 2.1.0 log: `results` results spread over `files` files."""
+    rules = [
+        {
+            "id": f"bench.rule.{r}",
+            "shortDescription": {"text": f"Rule {r}"},
+            "properties": {"security-severity": str(2 + r % 8)},
+        }
+        for r in range(50)
+    ]
+    out = []
+    for i in range(results):
+        out.append(
+            {
+                "ruleId": f"bench.rule.{i % 50}",
+                "level": "warning",
+                "message": {"text": f"Finding {i}{salt} in generated code"},
+                "locations": [
+                    {
+                        "physicalLocation": {
+                            "artifactLocation": {"uri": f"src/pkg{i % 40}/module_{i % files}.py"},
+                            "region": {
+                                "startLine": 10 + i % 500,
+                                "snippet": {"text": f"call_{i}()"},
+                            },
+                        }
+                    }
+                ],
+                "partialFingerprints": {"primaryLocationLineHash": f"{i:016x}"},
+            }
+        )
+    log = {
+        "version": "2.1.0",
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "runs": [
+            {
+                "tool": {"driver": {"name": "BenchScanner", "version": "1.0", "rules": rules}},
+                "results": out,
+            }
+        ],
+    }
+    return json.dumps(log).encode()
+
+
+@dataclass
+class Stack:
+    url: str
+    key: str
+    proc: subprocess.Popen[str]
+    database_url: str
+    nats_url: str
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    kids.append(int(entry.name))
+    return kids
+
+
+def peak_rss_mb(pid: int) -> dict[str, float]:
+    """VmHWM (peak resident memory) of each PeaRL child process of `pearl up`."""
+    peaks: dict[str, float] = {}
+    for child in _children(pid):
+        with contextlib.suppress(OSError):
+            cmdline = (Path("/proc") / str(child) / "cmdline").read_text().split("\0")
+            name = cmdline[-2] if "run" in cmdline else Path(cmdline[0]).name
+            for line in (Path("/proc") / str(child) / "status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks[name] = round(int(line.split()[1]) / 1024, 1)
+    return peaks
+
+
+@contextlib.contextmanager
+def running_stack(home: Path) -> Iterator[Stack]:
+    """`pearl up` in a scratch home; external servers get a scratch database and subject root."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PEARL_")}
+    admin_db = env.get("DATABASE_URL")
+    dbname = f"pearl_bench_{uuid.uuid4().hex[:8]}"
+    if admin_db and env.get("NATS_URL"):
+        with psycopg.connect(admin_db, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        env["DATABASE_URL"] = urlparse(admin_db)._replace(path=f"/{dbname}").geturl()
+        env["PEARL_SUBJECT_ROOT"] = f"bench{uuid.uuid4().hex[:6]}"
+    port = find_free_port()
+    proc = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "services.cli.main", "up", "--port", str(port), "--home", str(home)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        seen: dict[str, str] = {}
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            key, _, value = line.strip().partition(": ")
+            seen[key] = value
+            if key == "PeaRL API":
+                break
+        pearl_env = dict(
+            line.split("=", 1)
+            for line in (home / "pearl.env").read_text().splitlines()
+            if "=" in line
+        )
+        yield Stack(
+            seen["PeaRL API"],
+            (home / "admin.key").read_text().strip(),
+            proc,
+            pearl_env["DATABASE_URL"],
+            pearl_env["NATS_URL"],
+        )
+    finally:
+        proc.send_signal(2)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.communicate(timeout=60)
+        if admin_db and env.get("NATS_URL"):
+            with psycopg.connect(admin_db, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier(dbname)
+                    )
+                )
+
+
+def _ingest(
+    http: httpx.Client, project: str, body: bytes, target: str
+) -> tuple[dict[str, Any], float, float]:
+    """Submit, then wait until the read model has it; (answer, accepted s, queryable s)."""
+    start = time.perf_counter()
+    r = http.post(
+        f"/v1/projects/{project}/scans", content=body, params={"target": target, "full": "true"}
+    )
+    r.raise_for_status()
+    accepted = time.perf_counter() - start
+    answer = r.json()
+    for _ in range(60):
+        q = http.get(
+            f"/v1/projects/{project}/findings",
+            params={"min_position": answer["position"], "limit": 1},
+        )
+        if q.status_code == 200:
+            break
+    else:
+        raise RuntimeError(f"findings never became queryable: {q.text}")
+    return answer, accepted, time.perf_counter() - start
+
+
+def run(findings: int = 10_000, files: int = 2_000) -> dict[str, Any]:
+    report = sarif_report(findings, files)
+    changed = sarif_report(findings, files, salt="")[:-2] + b" ]}"  # same findings, new bytes
+    with (
+        tempfile.TemporaryDirectory(prefix="pearl-bench-") as tmp,
+        running_stack(Path(tmp) / ".pearl") as stack,
+        httpx.Client(
+            base_url=stack.url, timeout=600, headers={"Authorization": f"Bearer {stack.key}"}
+        ) as http,
+    ):
+        org = f"bench-{uuid.uuid4().hex[:6]}"
+        http.post("/v1/orgs", json={"slug": org, "name": "Bench"}).raise_for_status()
+        project = http.post(
+            f"/v1/orgs/{org}/projects", json={"slug": "bench", "name": "Bench"}
+        ).json()["id"]
+        first, first_accept, first_query = _ingest(http, project, report, "bench")
+        again, again_accept, _ = _ingest(http, project, report, "bench")
+        rescan, rescan_accept, rescan_query = _ingest(http, project, changed, "bench")
+        rss = peak_rss_mb(stack.proc.pid)
+        env = event_store_env(stack.database_url, 2, create_tables=False)
+        js_rate = asyncio.run(ceilings.jetstream_publish_rate(stack.nats_url))
+        copy_rate = ceilings.postgres_copy_rate(stack.database_url)
+        es_rate = ceilings.event_store_batch_rate(env)
+    rate = findings / first_query
+    return {
+        "benchmark": "ingest",
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+        "report": {"results": findings, "files": files, "bytes": len(report)},
+        "first_ingest": {
+            "counts": first["counts"],
+            "accepted_s": round(first_accept, 3),
+            "queryable_s": round(first_query, 3),
+            "findings_per_s": round(rate),
+        },
+        "same_report_again": {"accepted_s": round(again_accept, 3), "counts": again["counts"]},
+        "rescan_same_findings": {
+            "counts": rescan["counts"],
+            "accepted_s": round(rescan_accept, 3),
+            "queryable_s": round(rescan_query, 3),
+        },
+        "peak_rss_mb": rss,
+        "ceilings": {
+            "jetstream_publish_async_msgs_per_s": round(js_rate),
+            "postgres_copy_rows_per_s": round(copy_rate),
+            "event_store_batched_events_per_s": round(es_rate),
+        },
+        "ratios": {
+            "findings_per_s_vs_event_store_batched": round(rate / es_rate, 3),
+            "findings_per_s_vs_jetstream_publish": round(rate / js_rate, 3),
+        },
+        "targets": {
+            "queryable_under_5s": first_query < 5.0,
+            "reingest_same_report_under_3s": again_accept < 3.0,
+        },
+    }
