@@ -6,14 +6,14 @@ from typing import Annotated, Any, Literal
 
 from msgspec import Meta, Struct, field
 
-Slug = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", max_length=63)]
+Slug = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}(?![\s\S])", max_length=63)]
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Text = Annotated[str, Meta(max_length=20_000)]
 ShortText = Annotated[str, Meta(max_length=1_000)]
 Severity = Literal["critical", "high", "medium", "low", "info"]
 Role = Literal["viewer", "operator", "approver", "admin", "auditor", "service", "agent"]
 Line = Annotated[int, Meta(ge=0, le=10_000_000)]
-Environment = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
+Environment = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,31}(?![\s\S])")]
 
 
 class Command(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -53,8 +53,8 @@ class SubmitScan(Command, kw_only=True, forbid_unknown_fields=True, frozen=True)
     """A scan submitted on the bus: the report is in the object store (`object`) or inline."""
 
     project_id: str
-    object: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")] | None = None
-    digest: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")] | None = None
+    object: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}(?![\s\S])")] | None = None
+    digest: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}(?![\s\S])")] | None = None
     report: Any = None
     tool: Annotated[str, Meta(max_length=50)] | None = None
     target: Annotated[str, Meta(min_length=1, max_length=500)] = "default"

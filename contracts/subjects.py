@@ -11,12 +11,12 @@ import re
 from msgspec import Struct
 
 DEFAULT_ROOT = "pearl"
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def check_token(value: str) -> str:
     """Reject values that would break subject structure (dots, wildcards, spaces)."""
-    if not _TOKEN.match(value):
+    if not _TOKEN.fullmatch(value):
         raise ValueError(f"{value!r} is not a valid subject token")
     return value
 

@@ -237,8 +237,13 @@ class PearlApp(Application[UUID]):
         authorize(principal, Action.PROJECT_READ, project.org)
         return project
 
-    def _project_for(self, principal: Principal, project_id: UUID, action: Action) -> Project:
+    def _project_for(
+        self, principal: Principal, project_id: UUID, action: Action, org: str | None = None
+    ) -> Project:
+        """The project if the principal may act on it (and it is in `org`, when one is named)."""
         project = self._load(Project, project_id, f"project {project_id}")
+        if org is not None and project.org != org:
+            raise NotFound(f"project {project_id} not found in org {org!r}")
         authorize(principal, action, project.org)
         return project
 
@@ -250,9 +255,10 @@ class PearlApp(Application[UUID]):
         project_id: UUID,
         cmd: RecordFinding,
         idem: Idempotency | None = None,
+        org: str | None = None,
     ) -> CommandResult:
         """Record one finding; the same fingerprint again only marks it seen again."""
-        project = self._project_for(principal, project_id, Action.FINDING_RECORD)
+        project = self._project_for(principal, project_id, Action.FINDING_RECORD, org)
         if (replay := self._replay(project.org, idem)) is not None:
             return replay
         fingerprint = cmd.fingerprint or manual_fingerprint(cmd)
@@ -314,9 +320,10 @@ class PearlApp(Application[UUID]):
         report: ParsedReport,
         meta: ScanMeta,
         idem: Idempotency | None = None,
+        org: str | None = None,
     ) -> CommandResult:
         """Ingest a parsed report in one transaction: findings, scope membership, the scan."""
-        project = self._project_for(principal, project_id, Action.SCAN_SUBMIT)
+        project = self._project_for(principal, project_id, Action.SCAN_SUBMIT, org)
         if (replay := self._replay(project.org, idem)) is not None:
             return replay
         pid = str(project.id)

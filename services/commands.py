@@ -41,7 +41,7 @@ def _project_uuid(value: str | None) -> UUID:
 def _record_finding(
     app: PearlApp, p: Principal, org: str, cmd: RecordFinding, idem: Idempotency | None, _: Any
 ) -> CommandResult:
-    return app.record_finding(p, _project_uuid(cmd.project_id), cmd, idem)
+    return app.record_finding(p, _project_uuid(cmd.project_id), cmd, idem, org=org)
 
 
 def _create_project(
@@ -88,7 +88,8 @@ def _submit_scan(
 ) -> CommandResult:
     if prepared is None:
         raise InvalidInput("the scan report was not prepared")
-    return app.submit_scan(p, _project_uuid(cmd.project_id), prepared.report, prepared.meta, idem)
+    project_id = _project_uuid(cmd.project_id)
+    return app.submit_scan(p, project_id, prepared.report, prepared.meta, idem, org=org)
 
 
 ROUTES: dict[tuple[str, str], Route] = {

@@ -78,8 +78,9 @@ def redact(url: str | None) -> str:
     parsed = urlparse(url)
     if parsed.password is None:
         return url
-    netloc = f"{parsed.username}:***@{parsed.hostname}" + (f":{parsed.port}" if parsed.port else "")
-    return parsed._replace(netloc=netloc).geturl()
+    userinfo, _, host = parsed.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return parsed._replace(netloc=f"{user}:***@{host}").geturl()
 
 
 def load_settings(**overrides: Any) -> Settings:

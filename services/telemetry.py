@@ -44,11 +44,21 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key in _STD_ATTRS or key.startswith("_"):
                 continue
-            lowered = key.lower()
-            out[key] = "***" if any(w in lowered for w in _SECRET_WORDS) else value
+            out[key] = masked(key, value)
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
+
+
+def masked(key: str, value: Any) -> Any:
+    """The value, with anything under a secret-looking key (at any depth) replaced by ***."""
+    if any(word in key.lower() for word in _SECRET_WORDS):
+        return "***"
+    if isinstance(value, dict):
+        return {k: masked(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [masked("", v) for v in value]
+    return value
 
 
 def setup(

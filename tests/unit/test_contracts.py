@@ -108,11 +108,6 @@ def test_check_token_raises_when_token_would_break_subject(token: str) -> None:
         check_token(token)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG contracts/subjects.py: _TOKEN uses `$`, which also matches before a trailing "
-    "newline, so check_token('acme\\n') is accepted (use re.fullmatch or `\\Z`)",
-)
 def test_check_token_raises_when_token_ends_with_newline() -> None:
     with pytest.raises(ValueError):
         check_token("acme\n")
@@ -216,21 +211,11 @@ def test_slug_is_rejected_when_it_breaks_the_pattern(slug: str) -> None:
         decode({"slug": slug, "name": "N"}, CreateOrg)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG contracts/commands.py: Slug pattern ends in `$`, which also matches before a "
-    "trailing newline, so slug 'acme\\n' passes validation (use `\\Z` or `(?!\\n)$`)",
-)
 def test_slug_is_rejected_when_it_ends_with_newline() -> None:
     with pytest.raises(msgspec.ValidationError):
         decode({"slug": "acme\n", "name": "N"}, CreateOrg)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG contracts/commands.py: Environment pattern ends in `$`, so environment "
-    "'prod\\n' passes validation",
-)
 def test_environment_is_rejected_when_it_ends_with_newline() -> None:
     with pytest.raises(msgspec.ValidationError):
         decode({"slug": "web", "name": "Web", "environments": ["prod\n"]}, CreateProject)

@@ -140,11 +140,6 @@ def test_redact_hides_a_percent_encoded_password_when_it_contains_reserved_chara
     assert redacted == "postgresql://u:***@host/db"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG services/settings.py redact(): rebuilds netloc from parsed.hostname, which drops "
-    "IPv6 brackets: 'postgresql://u:p@[::1]:5432/db' becomes 'postgresql://u:***@::1:5432/db'",
-)
 def test_redact_keeps_ipv6_brackets_when_host_is_an_ipv6_literal() -> None:
     assert redact("postgresql://u:p@[::1]:5432/db") == "postgresql://u:***@[::1]:5432/db"
 
@@ -186,3 +181,16 @@ def test_event_store_env_values_are_all_strings_when_built() -> None:
     env = event_store_env("postgresql://u:p@h:1/d", 2, create_tables=False)
 
     assert all(isinstance(v, str) for v in env.values())
+
+
+def test_nested_secret_fields_are_masked_when_logged_inside_a_dict() -> None:
+    import json
+    import logging
+
+    from services.telemetry import JsonFormatter
+
+    record = logging.makeLogRecord(
+        {"msg": "call", "headers": {"Authorization": "Bearer pk_x", "accept": "json"}}
+    )
+    out = json.loads(JsonFormatter("t").format(record))
+    assert out["headers"] == {"Authorization": "***", "accept": "json"}

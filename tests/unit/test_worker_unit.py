@@ -339,3 +339,37 @@ def test_execute_asks_for_a_retry_when_another_writer_records_the_finding_first(
 
     assert (outcome.action, outcome.code) == ("retry", "concurrency-conflict")
     assert event_names(app).count("Finding.Recorded") == 1
+
+
+def test_bus_command_for_a_project_of_another_org_than_its_subject_goes_to_dlq() -> None:
+    import json
+    import uuid
+
+    from contracts.commands import CreateOrg, CreateProject
+    from contracts.subjects import Subjects
+    from domain.pearl_app import PearlApp
+    from services.worker import CommandProcessor
+
+    app = PearlApp(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    token = app.bootstrap_admin_key()
+    admin = app.authenticate(token)
+    for slug in ("acme", "globex"):
+        app.create_org(admin, CreateOrg(slug=slug, name=slug))
+    project = app.create_project(admin, "acme", CreateProject(slug="web", name="Web")).ids["id"]
+    body = json.dumps(
+        {
+            "id": str(uuid.uuid4()),
+            "data": {
+                "project_id": project,
+                "tool": "t",
+                "rule_id": "r",
+                "title": "x",
+                "severity": "low",
+            },
+        }
+    )
+    processor = CommandProcessor(app, None, Subjects())
+    outcome = processor.execute(
+        "pearl.cmd.globex.finding.record", body.encode(), {"Authorization": f"Bearer {token}"}
+    )
+    assert (outcome.action, outcome.code) == ("dead", "not-found")
