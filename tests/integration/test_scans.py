@@ -29,7 +29,7 @@ async def submit(stack: Stack, project: str, body: bytes, **params: str):
 
 async def test_real_semgrep_report_is_ingested_and_queryable(stack: Stack):
     _, project, _ = await make_org_and_project(stack.http, stack.admin)
-    expected = json.loads((samples_dir() / "expected.json").read_text())["semgrep-tornado-4.5.json"]
+    expected = json.loads(sample("expected.json"))["semgrep-tornado-4.5.json"]
     r = await submit(stack, project, sample("semgrep-tornado-4.5.json"), target="tornado")
     assert r.status_code == 202, r.text
     body = r.json()
