@@ -1,4 +1,8 @@
-"""Read-side queries over the read models; every query is scoped to one org."""
+"""Read-side queries over the read models; every query is scoped to one org.
+
+Each query runs as the `pearl_reader` role with `pearl.org` set to the caller's org, so
+PostgreSQL row-level security hides other orgs' rows even if a query forgot its filter.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from projections.runner import CHECKPOINT
+from projections.runner import CHECKPOINT, READER_ROLE
 
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
 
@@ -22,15 +26,24 @@ class Page:
     next_cursor: str | None
 
 
-async def _rows(pool: Pool, sql: str, params: tuple[Any, ...] | list[Any]) -> list[dict[str, Any]]:
-    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(sql, params)
-        return await cur.fetchall()
+ALL_ORGS = "*"
+
+
+async def _rows(
+    pool: Pool, sql: str, params: tuple[Any, ...] | list[Any], scope: str
+) -> list[dict[str, Any]]:
+    """Run one read as `pearl_reader` in `scope` (an org, or `*` for platform administrators)."""
+    async with pool.connection() as conn, conn.transaction():
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(f"SET LOCAL ROLE {READER_ROLE}")
+            await cur.execute("SELECT set_config('pearl.org', %s, true)", (scope,))
+            await cur.execute(sql, params)
+            return await cur.fetchall()
 
 
 async def position(pool: Pool) -> int:
     rows = await _rows(
-        pool, "SELECT position FROM projection_checkpoint WHERE name = %s", (CHECKPOINT,)
+        pool, "SELECT position FROM projection_checkpoint WHERE name = %s", (CHECKPOINT,), ""
     )
     return int(rows[0]["position"]) if rows else 0
 
@@ -50,16 +63,20 @@ async def wait_for_position(pool: Pool, target: int, timeout: float) -> bool:
 
 async def org(pool: Pool, slug: str) -> dict[str, Any] | None:
     rows = await _rows(
-        pool, "SELECT org, id, name, created_at, created_by FROM org_view WHERE org = %s", (slug,)
+        pool,
+        "SELECT org, id, name, created_at, created_by FROM org_view WHERE org = %s",
+        (slug,),
+        slug,
     )
     return rows[0] if rows else None
 
 
-async def project(pool: Pool, project_id: str) -> dict[str, Any] | None:
+async def project(pool: Pool, project_id: str, scope: str) -> dict[str, Any] | None:
     rows = await _rows(
         pool,
         "SELECT id, org, slug, name, environments, created_at FROM project_view WHERE id = %s",
         (project_id,),
+        scope,
     )
     return rows[0] if rows else None
 
@@ -70,6 +87,7 @@ async def projects(pool: Pool, org_slug: str) -> list[dict[str, Any]]:
         "SELECT id, org, slug, name, environments, created_at"
         " FROM project_view WHERE org = %s ORDER BY slug",
         (org_slug,),
+        org_slug,
     )
 
 
@@ -116,17 +134,18 @@ async def findings(
         f"SELECT {FINDING_COLUMNS} FROM finding_view WHERE {' AND '.join(where)}"  # noqa: S608
         " ORDER BY id LIMIT %s"
     )
-    rows = await _rows(pool, sql, params)
+    rows = await _rows(pool, sql, params, org_slug)
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(rows, str(rows[-1]["id"]) if more else None)
 
 
-async def finding(pool: Pool, finding_id: str) -> dict[str, Any] | None:
+async def finding(pool: Pool, finding_id: str, scope: str) -> dict[str, Any] | None:
     rows = await _rows(
         pool,
         f"SELECT {FINDING_COLUMNS} FROM finding_view WHERE id = %s",  # noqa: S608
         (finding_id,),
+        scope,
     )
     return rows[0] if rows else None
 
@@ -137,7 +156,9 @@ SCAN_COLUMNS = (
 )
 
 
-async def scans(pool: Pool, project_id: str, *, after: int | None = None, limit: int = 100) -> Page:
+async def scans(
+    pool: Pool, project_id: str, scope: str, *, after: int | None = None, limit: int = 100
+) -> Page:
     params: list[Any] = [project_id]
     where = "project_id = %s"
     if after is not None:
@@ -149,17 +170,19 @@ async def scans(pool: Pool, project_id: str, *, after: int | None = None, limit:
         f"SELECT {SCAN_COLUMNS}, position FROM scan_view"  # noqa: S608
         f" WHERE {where} ORDER BY position LIMIT %s",
         params,
+        scope,
     )
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(rows, str(rows[-1]["position"]) if more else None)
 
 
-async def scan(pool: Pool, scan_id: str) -> dict[str, Any] | None:
+async def scan(pool: Pool, scan_id: str, scope: str) -> dict[str, Any] | None:
     rows = await _rows(
         pool,
         f"SELECT {SCAN_COLUMNS} FROM scan_view WHERE id = %s",  # noqa: S608
         (scan_id,),
+        scope,
     )
     return rows[0] if rows else None
 
@@ -200,7 +223,7 @@ async def audit(
         f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE {' AND '.join(where)}"  # noqa: S608
         " ORDER BY position LIMIT %s"
     )
-    rows = await _rows(pool, sql, params)
+    rows = await _rows(pool, sql, params, org_slug)
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(rows, str(rows[-1]["position"]) if more else None)

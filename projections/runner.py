@@ -25,6 +25,9 @@ PROJECTIONS: tuple[Projection, ...] = (
     audit.PROJECTION,
 )
 CHECKPOINT = "read_models"
+#: The role API reads run as; row-level security scopes it to `current_setting('pearl.org')`.
+READER_ROLE = "pearl_reader"
+POLICY = "pearl_org_isolation"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +49,38 @@ class BatchOutcome:
 
 
 async def migrate(conn: AsyncConnection[Any]) -> None:
-    """Create the read-model tables (idempotent)."""
-    sql = resources.files("projections.migrations").joinpath("001_read_models.sql").read_text()
+    """Create the read-model tables, then row-level security over them (idempotent)."""
+    folder = resources.files("projections.migrations")
+    names = sorted(f.name for f in folder.iterdir() if f.name.endswith(".sql"))
     async with conn.transaction():
-        await conn.execute(sql)
+        for name in names:
+            await conn.execute(folder.joinpath(name).read_text())
+        await conn.execute(_CREATE_ROLE)
+        for statement in row_security_statements():
+            await conn.execute(statement)
+
+
+_CREATE_ROLE = f"""
+DO $$ BEGIN
+    CREATE ROLE {READER_ROLE} NOLOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+END $$;
+"""
+
+
+def row_security_statements() -> list[str]:
+    """GRANT SELECT to the reader on every read model and enable the org isolation policy."""
+    statements = [f"GRANT SELECT ON projection_checkpoint TO {READER_ROLE}"]
+    for table in all_tables():
+        statements += [
+            f"GRANT SELECT ON {table} TO {READER_ROLE}",
+            f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
+            f"DROP POLICY IF EXISTS {POLICY} ON {table}",
+            f"CREATE POLICY {POLICY} ON {table} FOR SELECT TO {READER_ROLE} USING ("
+            "org = current_setting('pearl.org', true)"
+            " OR current_setting('pearl.org', true) = '*')",
+        ]
+    return statements
 
 
 async def apply_batch(conn: AsyncConnection[Any], items: Sequence[Item]) -> BatchOutcome:

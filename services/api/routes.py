@@ -73,10 +73,15 @@ async def run(fn: Callable[..., CommandResult], *args: Any) -> CommandResult:
     return await asyncio.to_thread(fn, *args)
 
 
+def scope_of(principal: Principal) -> str:
+    """The org a principal's reads are confined to (row-level security), `*` for platform admins."""
+    return queries.ALL_ORGS if principal.is_platform_admin else principal.org
+
+
 async def visible_project(
     ctx: ApiContext, principal: Principal, project_id: UUID, action: Action
 ) -> dict[str, Any]:
-    row = await queries.project(ctx.pool, str(project_id))
+    row = await queries.project(ctx.pool, str(project_id), scope_of(principal))
     if row is None:
         raise NotFound(f"project {project_id} not found")
     authorize(principal, action, row["org"])
@@ -252,7 +257,9 @@ class ProjectController(Controller):
     ) -> dict[str, Any]:
         await ctx.wait_for(min_position)
         await visible_project(ctx, principal, project_id, Action.FINDING_READ)
-        page = await queries.scans(ctx.pool, str(project_id), after=cursor, limit=limit)
+        page = await queries.scans(
+            ctx.pool, str(project_id), scope_of(principal), after=cursor, limit=limit
+        )
         return {"items": page.items, "next_cursor": page.next_cursor}
 
 
@@ -274,7 +281,7 @@ class FindingController(Controller):
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
         await ctx.wait_for(min_position)
-        row = await queries.finding(ctx.pool, str(finding_id))
+        row = await queries.finding(ctx.pool, str(finding_id), scope_of(principal))
         if row is None:
             raise NotFound(f"finding {finding_id} not found")
         authorize(principal, Action.FINDING_READ, row["org"])
@@ -319,7 +326,7 @@ class ScanController(Controller):
         self, ctx: ApiContext, principal: Principal, scan_id: UUID, min_position: MinPosition = None
     ) -> dict[str, Any]:
         await ctx.wait_for(min_position)
-        row = await queries.scan(ctx.pool, str(scan_id))
+        row = await queries.scan(ctx.pool, str(scan_id), scope_of(principal))
         if row is None:
             raise NotFound(f"scan {scan_id} not found")
         authorize(principal, Action.FINDING_READ, row["org"])
