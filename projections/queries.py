@@ -33,12 +33,15 @@ async def _rows(
     pool: Pool, sql: str, params: tuple[Any, ...] | list[Any], scope: str
 ) -> list[dict[str, Any]]:
     """Run one read as `pearl_reader` in `scope` (an org, or `*` for platform administrators)."""
-    async with pool.connection() as conn, conn.transaction():
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(f"SET LOCAL ROLE {READER_ROLE}")
-            await cur.execute("SELECT set_config('pearl.org', %s, true)", (scope,))
-            await cur.execute(sql, params)
-            return await cur.fetchall()
+    async with (
+        pool.connection() as conn,
+        conn.transaction(),
+        conn.cursor(row_factory=dict_row) as cur,
+    ):
+        await cur.execute(f"SET LOCAL ROLE {READER_ROLE}")
+        await cur.execute("SELECT set_config('pearl.org', %s, true)", (scope,))
+        await cur.execute(sql, params)
+        return await cur.fetchall()
 
 
 async def position(pool: Pool) -> int:

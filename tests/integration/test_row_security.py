@@ -17,7 +17,7 @@ async def _count_as_reader(database_url: str, scope: str, table: str, where: str
     async with await psycopg.AsyncConnection.connect(database_url) as conn, conn.transaction():
         await conn.execute(f"SET LOCAL ROLE {READER_ROLE}")
         await conn.execute("SELECT set_config('pearl.org', %s, true)", (scope,))
-        cur = await conn.execute(f"SELECT count(*) FROM {table} {where}")  # noqa: S608
+        cur = await conn.execute(f"SELECT count(*) FROM {table} {where}")
         return (await cur.fetchone())[0]
 
 
