@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from domain.errors import Forbidden, NotFound
+from domain.errors import CrossOrg, Forbidden
 
 SYSTEM_ORG = "system"
 
@@ -76,7 +76,7 @@ def authorize(principal: Principal, action: Action, org: str) -> None:
     if principal.is_platform_admin:
         return
     if principal.org != org:
-        raise NotFound(f"org {org!r} not found")
+        raise CrossOrg(f"org {org!r} not found")
     if not principal.roles & PERMISSIONS[action]:
         roles = ", ".join(sorted(principal.roles))
         raise Forbidden(f"roles [{roles}] may not {action.value}")

@@ -31,6 +31,12 @@ class ConcurrencyConflict(Conflict):
     code = "concurrency-conflict"
 
 
+class CrossOrg(NotFound):
+    """The caller asked for another org's resource; answered as NotFound, recorded as a denial."""
+
+    code = "not-found"
+
+
 class Forbidden(PearlError):
     """The caller is authenticated but not allowed to do this."""
 

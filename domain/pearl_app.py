@@ -15,11 +15,13 @@ from eventsourcing.persistence import ApplicationRecorder, IntegrityError
 from eventsourcing.popo import POPOFactory
 
 from contracts.commands import CreateOrg, CreateProject, IssueApiKey, RecordFinding
+from domain.access import AccessDenial
 from domain.api_key import ApiKey, api_key_id, generate_key, split_token
 from domain.authz import SYSTEM_ORG, Action, Principal, Role, authorize
 from domain.errors import (
     ConcurrencyConflict,
     Conflict,
+    CrossOrg,
     IdempotencyMismatch,
     InvalidInput,
     NotFound,
@@ -136,6 +138,29 @@ class PearlApp(Application[UUID]):
     def now(self) -> str:
         return self.clock().isoformat()
 
+    def record_denial(
+        self,
+        org: str,
+        actor: str,
+        action: str,
+        resource: str,
+        reason: str,
+        code: str,
+        channel: str,
+    ) -> None:
+        """Record a refused attempt in the caller's org (the target org sees no trace of it)."""
+        denial = AccessDenial(
+            org=org,
+            actor=actor,
+            action=action[:200],
+            resource=resource[:500],
+            reason=reason[:500],
+            code=code,
+            channel=channel,
+            at=self.now(),
+        )
+        self.save(denial)
+
     # --- orgs and keys ----------------------------------------------------------------------
 
     def create_org(
@@ -243,7 +268,7 @@ class PearlApp(Application[UUID]):
         """The project if the principal may act on it (and it is in `org`, when one is named)."""
         project = self._load(Project, project_id, f"project {project_id}")
         if org is not None and project.org != org:
-            raise NotFound(f"project {project_id} not found in org {org!r}")
+            raise CrossOrg(f"project {project_id} not found in org {org!r}")
         authorize(principal, action, project.org)
         return project
 

@@ -90,8 +90,11 @@ async def run_worker(settings: Settings) -> None:
 
     nats_url, _ = settings.require_urls()
     app = build_app(settings)
+    from services.auth import Authenticator
+
+    authenticate = Authenticator(settings, app).authenticate
     stream_app, _broker = create_worker(
-        app, nats_url, subjects_of(settings), settings.worker_batch_size
+        app, nats_url, subjects_of(settings), settings.worker_batch_size, authenticate
     )
     try:
         await stream_app.run()

@@ -37,6 +37,17 @@ class Settings(BaseSettings):
     projector_batch_size: int = 256
     worker_batch_size: int = 64
     cors_origins: list[str] = []
+    jwt_secret: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str = "pearl"
+    jwt_leeway_seconds: int = 30
+    jwt_org_claim: str = "org"
+    jwt_roles_claim: str = "roles"
+    rate_limit_per_minute: int = 600
+    auth_failures_per_minute: int = 30
+    request_timeout_seconds: float = 30.0
+    upload_timeout_seconds: float = 600.0
     otel_console: bool = False
 
     def require_urls(self) -> tuple[str, str]:

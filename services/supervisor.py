@@ -100,6 +100,19 @@ def read_env_file(home: Path) -> dict[str, str]:
     return {k.strip(): v.strip() for k, v in pairs}
 
 
+def ensure_jwt_secret(home: Path) -> str:
+    """The HS256 secret of the embedded default, created once under the home (mode 0600)."""
+    path = home / "jwt.secret"
+    if not path.exists():
+        import secrets
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48) + "\n")
+    return path.read_text().strip()
+
+
 def wait_ready(url: str, timeout: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -142,6 +155,8 @@ def up(settings: Settings) -> int:
         write_env_file(home, settings)
         asyncio.run(migrate(settings))
         key_path = ensure_admin_key(settings)
+        if not settings.jwt_secret and not settings.jwt_jwks_url:
+            settings = settings.model_copy(update={"jwt_secret": ensure_jwt_secret(home)})
         print(f"Admin API key: {key_path}", flush=True)
         env = {
             **os.environ,
@@ -151,6 +166,7 @@ def up(settings: Settings) -> int:
             "PEARL_HOST": settings.host,
             "PEARL_PORT": str(settings.port),
             "PEARL_SUBJECT_ROOT": settings.subject_root,
+            "PEARL_JWT_SECRET": settings.jwt_secret or "",
         }
         for name in PROCESSES:
             argv = [sys.executable, "-m", "services.cli.main", "run", name]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +25,8 @@ from psycopg import Error as PsycopgError
 
 from contracts.envelope import CommandEnvelope
 from contracts.subjects import Subjects
-from domain.authz import Principal
-from domain.errors import ConcurrencyConflict, PearlError, Unauthenticated
+from domain.authz import SYSTEM_ORG, Principal
+from domain.errors import ConcurrencyConflict, CrossOrg, Forbidden, PearlError, Unauthenticated
 from domain.idempotency import request_digest
 from domain.pearl_app import Idempotency, PearlApp
 from services.commands import ROUTES, Route, decode_body
@@ -78,11 +79,13 @@ class CommandProcessor:
         js: JetStreamContext | None,
         subjects: Subjects,
         reports: ReportStore | None = None,
+        authenticate: Callable[[str], Principal] | None = None,
     ) -> None:
         self.app = app
         self.js = js
         self.subjects = subjects
         self.reports = reports
+        self.authenticate = authenticate or app.authenticate
 
     def decode(self, subject: str, body: bytes, headers: dict[str, str]) -> Decoded | Outcome:
         """Route, validate and authenticate a command (blocking: run it in a thread)."""
@@ -98,7 +101,11 @@ class CommandProcessor:
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             return Outcome("dead", f"malformed command envelope: {exc}", "invalid-input")
         try:
-            principal = self.app.authenticate(_bearer(headers))
+            principal = self.authenticate(_bearer(headers))
+        except Unauthenticated as exc:
+            self._deny(SYSTEM_ORG, "anonymous:bus", subject, exc)
+            return Outcome("dead", exc.detail, exc.code)
+        try:
             cmd = decode_body(route, envelope.data)
         except PearlError as exc:
             return Outcome("dead", exc.detail, exc.code)
@@ -113,6 +120,9 @@ class CommandProcessor:
             )
         except ConcurrencyConflict as exc:
             return Outcome("retry", exc.detail, exc.code)
+        except (Forbidden, CrossOrg) as exc:
+            self._deny(decoded.principal.org, decoded.principal.actor, decoded.subject, exc)
+            return Outcome("dead", exc.detail, exc.code)
         except PearlError as exc:
             return Outcome("dead", exc.detail, exc.code)
         log.info(
@@ -125,6 +135,14 @@ class CommandProcessor:
             },
         )
         return ACK
+
+    def _deny(self, org: str, actor: str, subject: str, exc: PearlError) -> None:
+        """A refused bus command is an audit event of the caller's org, like a refused request."""
+        code = "cross-org" if isinstance(exc, CrossOrg) else exc.code
+        try:
+            self.app.record_denial(org, actor, subject, subject, exc.detail, code, "nats")
+        except Exception:  # a failed record must not turn a refusal into a retry loop
+            log.exception("could not record an access denial")
 
     def execute(self, subject: str, body: bytes, headers: dict[str, str]) -> Outcome:
         """Decode and run a command that needs no asynchronous preparation."""
@@ -196,7 +214,11 @@ class CommandProcessor:
 
 
 def create_worker(
-    app: PearlApp, nats_url: str, subjects: Subjects, batch_size: int = 64
+    app: PearlApp,
+    nats_url: str,
+    subjects: Subjects,
+    batch_size: int = 64,
+    authenticate: Callable[[str], Principal] | None = None,
 ) -> tuple[FastStream, NatsBroker]:
     """Build (not start) the FastStream app and broker of the command worker."""
     broker = NatsBroker(nats_url, max_reconnect_attempts=-1, logger=log, log_level=logging.DEBUG)
@@ -215,7 +237,7 @@ def create_worker(
         if processor is None:
             js = broker.connection.jetstream()
             reports = ReportStore(js, subjects)
-            processor = holder["p"] = CommandProcessor(app, js, subjects, reports)
+            processor = holder["p"] = CommandProcessor(app, js, subjects, reports, authenticate)
         await processor.process(msg)
 
     return FastStream(broker), broker

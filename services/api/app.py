@@ -17,6 +17,7 @@ from domain.base import current_traceparent as event_traceparent
 from services.api.context import ApiContext, ProjectionLag
 from services.api.problems import HANDLERS, problem
 from services.api.routes import ROUTES
+from services.api.security import hardening_middleware
 from services.telemetry import current_traceparent, span_from
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,10 @@ def create_app(ctx: ApiContext) -> Litestar:
         route_handlers=[health, ready, *ROUTES],
         state=State({"ctx": ctx}),
         exception_handlers={**HANDLERS, ProjectionLag: on_projection_lag},
-        middleware=[tracing_middleware],
+        middleware=[
+            tracing_middleware,
+            hardening_middleware(settings.request_timeout_seconds, settings.upload_timeout_seconds),
+        ],
         openapi_config=OpenAPIConfig(
             title="PeaRL API",
             version=VERSION,

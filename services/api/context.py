@@ -16,6 +16,8 @@ from domain.errors import InvalidInput, Unauthenticated
 from domain.pearl_app import PearlApp
 from projections import queries
 from projections.queries import Pool
+from services.api.security import TokenBucket, client_address
+from services.auth import Authenticator
 from services.reports import ReportStore
 from services.settings import Settings
 
@@ -32,15 +34,36 @@ class ApiContext:
     nc: Client | None = None
     reports: ReportStore | None = None
     _auth_cache: dict[str, tuple[float, Principal]] = field(default_factory=dict)
+    _requests: TokenBucket | None = None
+    _failures: TokenBucket | None = None
+    authenticator: Authenticator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.authenticator = Authenticator(self.settings, self.pearl)
+        self._requests = TokenBucket(self.settings.rate_limit_per_minute)
+        self._failures = TokenBucket(self.settings.auth_failures_per_minute)
 
     async def authenticate(self, request: Request[Any, Any, Any]) -> Principal:
-        token = bearer_token(request)
+        """The caller, rate limited per principal; failed attempts are limited per address."""
+        assert self._requests is not None and self._failures is not None
+        address = client_address(request)
+        self._failures.peek(address, "failed authentication attempts")
+        try:
+            principal = await self._principal(bearer_token(request))
+        except Unauthenticated:
+            self._failures.take(address, "failed authentication attempts")
+            raise
+        request.state.principal = principal
+        self._requests.take(principal.id, "requests")
+        return principal
+
+    async def _principal(self, token: str) -> Principal:
         digest = hashlib.sha256(token.encode()).hexdigest()
         cached = self._auth_cache.get(digest)
         now = time.monotonic()
         if cached and cached[0] > now:
             return cached[1]
-        principal = await asyncio.to_thread(self.pearl.authenticate, token)
+        principal = await asyncio.to_thread(self.authenticator.authenticate, token)
         if len(self._auth_cache) > 10_000:
             self._auth_cache.clear()
         self._auth_cache[digest] = (now + AUTH_CACHE_SECONDS, principal)

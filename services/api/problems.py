@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 from litestar import Request, Response
+from litestar.background_tasks import BackgroundTask
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from domain import errors
+from services.api.security import RateLimited, denial_actor
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -67,10 +70,42 @@ def status_for(exc: errors.PearlError) -> int:
     return 400
 
 
+DENIALS = (errors.Unauthenticated, errors.Forbidden, errors.CrossOrg)
+
+
 def on_pearl_error(request: Request[Any, Any, Any], exc: errors.PearlError) -> Response[Any]:
     status = status_for(exc)
     title = type(exc).__name__.replace("_", " ")
-    return problem(status, exc.code, title, exc.detail, request)
+    response = problem(status, exc.code, title, exc.detail, request)
+    if isinstance(exc, DENIALS):
+        response.background = BackgroundTask(_record_denial, request, exc)
+    return response
+
+
+async def _record_denial(request: Request[Any, Any, Any], exc: errors.PearlError) -> None:
+    """Every refused request becomes an audit event of the caller's org (never the secret)."""
+    org, actor = denial_actor(request)
+    action = f"{request.method} {request.url.path}"
+    code = "cross-org" if isinstance(exc, errors.CrossOrg) else exc.code
+    try:
+        await asyncio.to_thread(
+            request.app.state.ctx.pearl.record_denial,
+            org,
+            actor,
+            action,
+            request.url.path,
+            exc.detail,
+            code,
+            "http",
+        )
+    except Exception:
+        log.exception("could not record an access denial")
+
+
+def on_rate_limited(request: Request[Any, Any, Any], exc: RateLimited) -> Response[Any]:
+    response = problem(429, "rate-limited", "Too many requests", str(exc), request)
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def on_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
@@ -107,6 +142,7 @@ def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[A
 
 HANDLERS: dict[type[Exception] | int, Any] = {
     errors.PearlError: on_pearl_error,
+    RateLimited: on_rate_limited,
     ValidationException: on_validation,
     HTTPException: on_http,
     Exception: on_unexpected,

@@ -130,6 +130,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    from services.auth import mint_hs256
+    from services.supervisor import ensure_jwt_secret
+
+    settings = _settings(args, running=False)
+    secret = settings.jwt_secret or ensure_jwt_secret(settings.home)
+    token = mint_hs256(
+        secret,
+        sub=args.sub,
+        org=args.org,
+        roles=args.roles,
+        audience=settings.jwt_audience,
+        ttl_seconds=args.ttl,
+    )
+    print(token)
+    return 0
+
+
 def cmd_openapi(args: argparse.Namespace) -> int:
     from services.api.openapi import openapi_document
 
@@ -195,6 +213,13 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--files", type=int, default=2_000)
     bench.add_argument("--output", help="JSON file (default bench-results/<name>.json)")
     bench.set_defaults(func=cmd_bench)
+
+    tok = sub.add_parser("token", help="mint an HS256 JWT for a person (embedded default)")
+    tok.add_argument("--sub", required=True, help="who (subject)")
+    tok.add_argument("--org", required=True)
+    tok.add_argument("--roles", nargs="+", required=True)
+    tok.add_argument("--ttl", type=int, default=3600, help="seconds")
+    tok.set_defaults(func=cmd_token)
 
     oa = sub.add_parser("openapi", help="write the OpenAPI document")
     oa.add_argument("--output", default="-")

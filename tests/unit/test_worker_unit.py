@@ -60,6 +60,17 @@ def position(app: PearlApp) -> int:
     return app.recorder.max_notification_id() or 0
 
 
+def new_event_types(app: PearlApp, after: int) -> list[str]:
+    """Wire types of the events stored after position `after`."""
+    from domain.wire import to_envelope
+
+    notes = app.recorder.select_notifications(after + 1, 100)
+    return [to_envelope(app.mapper.to_domain_event(n), n.id).type for n in notes]
+
+
+DENIAL = "pearl.access_denial.recorded.v1"
+
+
 def test_execute_acks_and_records_the_finding_when_command_is_valid(
     app: PearlApp, processor: CommandProcessor, project: UUID, operator_token: str
 ) -> None:
@@ -212,7 +223,7 @@ def test_execute_dead_letters_as_unauthenticated_when_the_bearer_header_is_missi
 
     assert (outcome.action, outcome.code) == ("dead", "unauthenticated")
     assert "Authorization: Bearer" in outcome.reason
-    assert position(app) == stored
+    assert new_event_types(app, stored) == [DENIAL]
 
 
 @pytest.mark.parametrize(
