@@ -19,6 +19,13 @@ def store_position(stack: Stack) -> int:
     return stack.app.recorder.max_notification_id() or 0
 
 
+def new_event_types(stack: Stack, after: int) -> list[str]:
+    from domain.wire import to_envelope
+
+    notes = stack.app.recorder.select_notifications(after + 1, 100)
+    return [to_envelope(stack.app.mapper.to_domain_event(n), n.id).type for n in notes]
+
+
 @pytest.mark.parametrize(
     ("body", "status", "problem_type"),
     [
@@ -137,4 +144,6 @@ async def test_bad_bus_command_goes_to_dlq_with_reason_and_records_nothing(
     assert msg.headers["Pearl-Original-Subject"] == subject
     assert "Authorization" not in msg.headers
     assert msg.data == payload
-    assert store_position(stack) == before
+    # nothing is recorded for it, except that a refused credential is itself an audit event
+    assert new_event_types(stack, before) == (
+        ["pearl.access_denial.recorded.v1"] if code == "unauthenticated" else [])

@@ -81,6 +81,7 @@ def trivy_report(*, with_requests: bool = True) -> bytes:
         "CreatedAt": "2024-05-02T10:11:12.123456789Z",
         "ArtifactName": ".",
         "ArtifactType": "filesystem",
+        "Trivy": {"Version": "0.50.1"},
         "Metadata": {"ImageConfig": {"architecture": "", "os": "", "rootfs": {"type": ""}}},
         "Results": [
             {
