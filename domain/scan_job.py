@@ -31,7 +31,7 @@ def scan_job_id(target_id: str, scanner: str, trigger: str, at: str) -> UUID:
 
 def backoff_seconds(attempt: int, base: float) -> float:
     """Wait after failed attempt `attempt` (1, 2, …) before the next: `base * 2**attempt`."""
-    return base * 2**attempt
+    return base * float(2**attempt)
 
 
 def _iso(moment: datetime) -> str:
@@ -96,7 +96,7 @@ class ScanJob(PearlAggregate):
         """Begin the next attempt (Started, or Retried after a failure); returns its number."""
         if self.status not in RUNNABLE:
             raise Conflict(f"scan job {self.id} is {self.status}; it cannot start")
-        if self.next_run_at and datetime.fromisoformat(self.next_run_at) > now:
+        if self.attempts and self.next_run_at and datetime.fromisoformat(self.next_run_at) > now:
             raise Conflict(f"scan job {self.id} may not retry before {self.next_run_at}")
         attempt = self.attempts + 1
         if attempt == 1:
@@ -240,7 +240,8 @@ def next_step(job: ScanJob, attempt: int, now: datetime, grace: float) -> Step:
     already ingested). Anything else was done before: skip.
     """
     if job.status in RUNNABLE and job.attempts == attempt - 1:
-        due = datetime.fromisoformat(job.next_run_at) if job.next_run_at else now
+        # A first attempt is due at once (the requester's clock may run ahead of the runner's).
+        due = datetime.fromisoformat(job.next_run_at) if job.attempts and job.next_run_at else now
         return Step("run") if due <= now else Step("wait", (due - now).total_seconds())
     if job.status == "running" and job.attempts == attempt:
         stale = job.stale_at(grace)

@@ -56,9 +56,7 @@ def parse_interval(schedule: str) -> int:
         raise InvalidInput(f"schedule {schedule!r} must be an interval like '30m', '6h' or '1d'")
     seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     if not MIN_INTERVAL_SECONDS <= seconds <= MAX_INTERVAL_SECONDS:
-        raise InvalidInput(
-            f"schedule {schedule!r} must be between {MIN_INTERVAL_SECONDS}s and 90d"
-        )
+        raise InvalidInput(f"schedule {schedule!r} must be between {MIN_INTERVAL_SECONDS}s and 90d")
     return seconds
 
 

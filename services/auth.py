@@ -32,7 +32,12 @@ class Authenticator:
 
     def __post_init__(self) -> None:
         if self.settings.jwt_jwks_url:
-            self._jwks = PyJWKClient(self.settings.jwt_jwks_url, cache_keys=True, lifespan=300)
+            self._jwks = PyJWKClient(
+                self.settings.jwt_jwks_url,
+                cache_keys=True,
+                lifespan=300,
+                cooldown_duration=self.settings.jwt_jwks_refresh_cooldown_seconds,
+            )
 
     def authenticate(self, token: str) -> Principal:
         """Blocking (JWKS fetch, event store read): call it from a worker thread."""

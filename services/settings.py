@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_audience: str = "pearl"
     jwt_leeway_seconds: int = 30
+    #: an unknown `kid` refetches the JWKS at most this often (a key rotation waits this long)
+    jwt_jwks_refresh_cooldown_seconds: float = 30.0
     jwt_org_claim: str = "org"
     jwt_roles_claim: str = "roles"
     rate_limit_per_minute: int = 600

@@ -20,7 +20,6 @@ VexFormat = Literal["openvex", "cyclonedx"]
 Author = Annotated[
     str | None,
     Parameter(
-        query="author",
         required=False,
         min_length=1,
         max_length=200,

@@ -146,4 +146,5 @@ async def test_bad_bus_command_goes_to_dlq_with_reason_and_records_nothing(
     assert msg.data == payload
     # nothing is recorded for it, except that a refused credential is itself an audit event
     assert new_event_types(stack, before) == (
-        ["pearl.access_denial.recorded.v1"] if code == "unauthenticated" else [])
+        ["pearl.access_denial.recorded.v1"] if code == "unauthenticated" else []
+    )
