@@ -22,6 +22,7 @@ from domain.errors import (
     ConcurrencyConflict,
     Conflict,
     CrossOrg,
+    Forbidden,
     IdempotencyMismatch,
     InvalidInput,
     NotFound,
@@ -166,7 +167,8 @@ class PearlApp(Application[UUID]):
     def create_org(
         self, principal: Principal, cmd: CreateOrg, idem: Idempotency | None = None
     ) -> CommandResult:
-        authorize(principal, Action.ORG_CREATE, cmd.slug)
+        if not principal.is_platform_admin:
+            raise Forbidden("only platform administrators may create orgs")
         if (replay := self._replay(cmd.slug, idem)) is not None:
             return replay
         if cmd.slug == SYSTEM_ORG or self._exists(org_id(cmd.slug)):

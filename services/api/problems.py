@@ -75,7 +75,7 @@ DENIALS = (errors.Unauthenticated, errors.Forbidden, errors.CrossOrg)
 
 def on_pearl_error(request: Request[Any, Any, Any], exc: errors.PearlError) -> Response[Any]:
     status = status_for(exc)
-    title = type(exc).__name__.replace("_", " ")
+    title = exc.code.replace("-", " ").capitalize()
     response = problem(status, exc.code, title, exc.detail, request)
     if isinstance(exc, DENIALS):
         response.background = BackgroundTask(_record_denial, request, exc)
