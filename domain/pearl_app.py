@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -384,7 +384,9 @@ class PearlApp(Application[UUID]):
         if meta.full:
             gone = scope.present - plan.seen_ids
             candidates = self._load_many(Finding, [UUID(i) for i in gone])
-            fixed = fix_missing(candidates.values(), str(scan_id), now, principal.actor)
+            still = self._reported_elsewhere(candidates.values(), pid, report.tool, meta)
+            fixable = [f for f in candidates.values() if str(f.id) not in still]
+            fixed = fix_missing(fixable, str(scan_id), now, principal.actor)
             plan.counts["fixed"] = len(fixed)
         scope.record_scan(str(scan_id), plan.seen_ids, gone, principal.actor)
         scan = ScanReport(
@@ -403,6 +405,17 @@ class PearlApp(Application[UUID]):
             actor=principal.actor,
         )
         return self._commit(project.org, scan.summary(), idem, scan, scope, *plan.changed, *fixed)
+
+    def _reported_elsewhere(
+        self, findings: Iterable[Finding], project_id: str, tool: str, meta: ScanMeta
+    ) -> set[str]:
+        """Ids still present in another tool's scope of the same target: not fixed yet."""
+        others = {source for f in findings for source in f.sources if source != tool}
+        scope_ids = [scan_scope_id(project_id, other, meta.target, meta.branch) for other in others]
+        present: set[str] = set()
+        for scope in self._load_many(ScanScope, scope_ids).values():
+            present |= scope.present
+        return present
 
     def get_scan(self, principal: Principal, scan_id: UUID) -> ScanReport:
         scan = self._load(ScanReport, scan_id, f"scan {scan_id}")

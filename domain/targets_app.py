@@ -18,7 +18,7 @@ from eventsourcing.persistence import ApplicationRecorder
 
 from contracts.targets import RegisterScanTarget, TargetDefinition
 from domain.authz import Action, Principal, Role, authorize
-from domain.errors import Conflict, NotFound
+from domain.errors import Conflict
 from domain.idempotency import IdempotencyStore, request_digest
 from domain.ingest import ScanMeta
 from domain.project import Project
@@ -333,10 +333,7 @@ class ScanTargetCommands:
 def _target_for(
     host: TargetHost, principal: Principal, target_id: UUID, action: Action
 ) -> ScanTarget:
-    """The target if the principal may act on it; another org's target is simply not found."""
+    """The target if the principal may act on it; another org's target is not found (CrossOrg)."""
     target = host._load(ScanTarget, target_id, f"scan target {target_id}")
-    try:
-        authorize(principal, action, target.org)
-    except NotFound:
-        raise NotFound(f"scan target {target_id} not found") from None
+    authorize(principal, action, target.org)
     return target

@@ -159,6 +159,12 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_vex_export(args: argparse.Namespace) -> int:
+    from services.cli.vex import cmd_vex_export as export
+
+    return export(args)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pearl", description="PeaRL governance service")
     sub = p.add_subparsers(dest="command", required=True)
@@ -220,6 +226,16 @@ def parser() -> argparse.ArgumentParser:
     tok.add_argument("--roles", nargs="+", required=True)
     tok.add_argument("--ttl", type=int, default=3600, help="seconds")
     tok.set_defaults(func=cmd_token)
+
+    vex = sub.add_parser("vex", help="VEX documents of a project's triage")
+    vex_sub = vex.add_subparsers(dest="action", required=True)
+    vexp = vex_sub.add_parser("export", help="export findings as OpenVEX or CycloneDX VEX")
+    vexp.add_argument("--project", required=True, help="project id")
+    vexp.add_argument("--format", choices=["openvex", "cyclonedx"], default="openvex")
+    vexp.add_argument("--author", help="document author (default: the project's org)")
+    vexp.add_argument("--output", "-o", help="file to write (default: stdout)")
+    vexp.add_argument("--home", type=Path, help="data directory of a running `pearl up`")
+    vexp.set_defaults(func=cmd_vex_export)
 
     oa = sub.add_parser("openapi", help="write the OpenAPI document")
     oa.add_argument("--output", default="-")

@@ -24,8 +24,10 @@ PUBLIC = {("GET", "/health"), ("GET", "/ready")}
 PLATFORM_ONLY = {("POST", "/v1/orgs")}
 BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/orgs"): {"slug": "stolen-org", "name": "x"},
-    ("POST", "/v1/findings/{finding_id}/triage"): {"status": "false_positive",
-                                                  "justification": "x"},
+    ("POST", "/v1/findings/{finding_id}/triage"): {
+        "status": "false_positive",
+        "justification": "x",
+    },
     ("POST", "/v1/orgs/{org}/keys"): {"name": "x", "roles": ["admin"]},
     ("POST", "/v1/orgs/{org}/projects"): {"slug": "stolen", "name": "x"},
     ("POST", "/v1/projects/{project_id}/findings"): finding_body(),
@@ -34,30 +36,44 @@ BODIES: dict[tuple[str, str], Any] = {
 
 def operations() -> list[tuple[str, str]]:
     doc = openapi_document()
-    return sorted((method.upper(), path) for path, ops in doc["paths"].items()
-                  for method in ops if method in {"get", "post", "put", "patch", "delete"})
+    return sorted(
+        (method.upper(), path)
+        for path, ops in doc["paths"].items()
+        for method in ops
+        if method in {"get", "post", "put", "patch", "delete"}
+    )
 
 
 async def victim_resources(stack: Stack) -> dict[str, str]:
     org, project, _ = await make_org_and_project(stack.http, stack.admin)
-    finding = await stack.http.post(f"/v1/projects/{project}/findings", json=finding_body(),
-                                    headers=stack.admin)
+    finding = await stack.http.post(
+        f"/v1/projects/{project}/findings", json=finding_body(), headers=stack.admin
+    )
     scan = await stack.http.post(
-        f"/v1/projects/{project}/scans", headers=stack.admin,
-        content=json.dumps({"version": "2.1.0", "runs": [{"tool": {"driver": {"name": "x"}},
-                                                           "results": []}]}).encode())
-    key = await stack.http.post(f"/v1/orgs/{org}/keys", json={"name": "v", "roles": ["viewer"]},
-                                headers=stack.admin)
+        f"/v1/projects/{project}/scans",
+        headers=stack.admin,
+        content=json.dumps(
+            {"version": "2.1.0", "runs": [{"tool": {"driver": {"name": "x"}}, "results": []}]}
+        ).encode(),
+    )
+    key = await stack.http.post(
+        f"/v1/orgs/{org}/keys", json={"name": "v", "roles": ["viewer"]}, headers=stack.admin
+    )
     position = scan.json()["position"]
-    await stack.http.get(f"/v1/projects/{project}", params={"min_position": position},
-                         headers=stack.admin)
-    return {"org": org, "project_id": project, "finding_id": finding.json()["id"],
-            "scan_id": scan.json()["scan_id"], "key_id": key.json()["key_id"]}
+    await stack.http.get(
+        f"/v1/projects/{project}", params={"min_position": position}, headers=stack.admin
+    )
+    return {
+        "org": org,
+        "project_id": project,
+        "finding_id": finding.json()["id"],
+        "scan_id": scan.json()["scan_id"],
+        "key_id": key.json()["key_id"],
+    }
 
 
 async def victim_audit(stack: Stack, org: str) -> list[int]:
-    r = await stack.http.get("/v1/audit", params={"org": org, "limit": 1000},
-                             headers=stack.admin)
+    r = await stack.http.get("/v1/audit", params={"org": org, "limit": 1000}, headers=stack.admin)
     return [e["position"] for e in r.json()["items"]]
 
 
@@ -72,8 +88,9 @@ async def test_every_route_refuses_another_orgs_admin_and_leaves_no_trace(stack:
             continue
         path = template.format(**ids)
         params = {"org": ids["org"], "project": ids["project_id"]} if "audit" in path else None
-        r = await stack.http.request(method, path, headers=intruder, params=params,
-                                     json=BODIES.get((method, template)))
+        r = await stack.http.request(
+            method, path, headers=intruder, params=params, json=BODIES.get((method, template))
+        )
         expected = {403} if (method, template) in PLATFORM_ONLY else {403, 404}
         if method != "GET" and (method, template) not in BODIES | {("DELETE", template): 1}:
             expected |= {400, 422}  # a route this test has no body for: refused all the same
@@ -92,22 +109,30 @@ async def test_every_bus_command_on_another_orgs_subject_is_dead_lettered(
 ):
     ids = await victim_resources(stack)
     attacker, _, _ = await make_org_and_project(stack.http, stack.admin)
-    key = await stack.http.post(f"/v1/orgs/{attacker}/keys",
-                                json={"name": "x", "roles": ["admin"]}, headers=stack.admin)
+    key = await stack.http.post(
+        f"/v1/orgs/{attacker}/keys", json={"name": "x", "roles": ["admin"]}, headers=stack.admin
+    )
     token = key.json()["token"]
     before = await victim_audit(stack, ids["org"])
     data: dict[str, Any] = {
         "finding.record": {**finding_body(), "project_id": ids["project_id"]},
         "project.create": {"slug": "stolen", "name": "x"},
-        "scan.submit": {"project_id": ids["project_id"], "report": json.loads(
-            (samples_dir() / "bandit-pyyaml-3.13.json").read_text())
+        "scan.submit": {
+            "project_id": ids["project_id"],
+            "report": json.loads((samples_dir() / "bandit-pyyaml-3.13.json").read_text())
             if (samples_dir() / "bandit-pyyaml-3.13.json").exists()
-            else {"results": [], "errors": [], "generated_at": "x", "metrics": {}}},
+            else {"results": [], "errors": [], "generated_at": "x", "metrics": {}},
+        },
     }[command]
     aggregate, verb = command.split(".")
     marker = str(uuid.uuid4())
-    await publish_command(stack.nc, stack.subjects.command(ids["org"], aggregate, verb), data,
-                          token, command_id=marker)
+    await publish_command(
+        stack.nc,
+        stack.subjects.command(ids["org"], aggregate, verb),
+        data,
+        token,
+        command_id=marker,
+    )
 
     async def parked():
         js = stack.nc.jetstream()

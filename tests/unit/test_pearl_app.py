@@ -88,12 +88,12 @@ def test_create_org_raises_forbidden_when_caller_is_an_org_principal_of_that_org
         app.create_org(caller, CreateOrg(slug=org, name="again"))
 
 
-def test_create_org_raises_not_found_when_org_admin_creates_a_different_org(
+def test_create_org_raises_forbidden_when_org_admin_creates_a_different_org(
     app: PearlApp, org_admin: Principal
 ) -> None:
     before = position(app)
 
-    with pytest.raises(NotFound):
+    with pytest.raises(Forbidden):
         app.create_org(org_admin, CreateOrg(slug="newco", name="NewCo"))
 
     assert position(app) == before
@@ -990,3 +990,29 @@ def test_submit_scan_raises_not_found_when_project_is_in_another_org(
 ) -> None:
     with pytest.raises(NotFound):
         app.submit_scan(principal_of(other_org, "operator"), project, report("fp-a"), meta(1))
+
+
+def test_full_scan_does_not_fix_a_finding_another_tool_still_reports_in_the_same_target(
+    app: PearlApp, platform_admin: Principal, project: UUID
+) -> None:
+    from domain.ingest import ScanMeta
+    from domain.scanners import parse_report
+    from tests.support.scan_reports import grype_report, trivy_report
+
+    def scan(raw: bytes, digest: str) -> dict[str, int]:
+        meta = ScanMeta(digest=digest, size=len(raw), target="image")
+        return app.submit_scan(platform_admin, project, parse_report(raw), meta).ids["counts"]
+
+    scan(trivy_report(), "t1")
+    scan(grype_report(), "g1")
+    counts = scan(trivy_report(with_requests=False), "t2")
+
+    assert counts["fixed"] == 0
+    [shared] = [f for f in app._load_many(Finding, list_finding_ids(app)).values()
+                if len(f.sources) == 2]
+    assert shared.status == "open"
+
+
+def list_finding_ids(app: PearlApp) -> list[UUID]:
+    notes = app.recorder.select_notifications(1, 10_000)
+    return [n.originator_id for n in notes if n.topic.endswith("Finding.Recorded")]
