@@ -86,6 +86,7 @@ class ApiKey(PearlAggregate):
         self.digest = digest
         self.expires_at = expires_at
         self.revoked = False
+        self.last_used_at: str | None = None
 
     def matches(self, token: str) -> bool:
         return hmac.compare_digest(self.digest, key_digest(self.salt, token))
@@ -98,3 +99,11 @@ class ApiKey(PearlAggregate):
     @event("Revoked")
     def _revoked(self, reason: str, actor: str) -> None:
         self.revoked = True
+
+    def use(self, at: str) -> None:
+        """Note that the key was used (recorded at most hourly by the API, never per request)."""
+        self._used(at=at, actor=f"service:{self.key_id}")
+
+    @event("Used")
+    def _used(self, at: str, actor: str) -> None:
+        self.last_used_at = at

@@ -60,6 +60,7 @@ class Principal:
     roles: frozenset[Role]
     kind: str = "service"  # human | service | agent | system
     name: str = ""
+    credential: str = "api_key"  # api_key | jwt
 
     @property
     def is_platform_admin(self) -> bool:

@@ -218,6 +218,15 @@ class PearlApp(Application[UUID]):
         key.revoke(reason=reason, actor=principal.actor)
         return self._commit(org, {"key_id": key_id}, None, key)
 
+    def mark_key_used(self, key_id: str) -> None:
+        """Record a key's last use; a concurrent use recorded first is as good."""
+        key = self._load(ApiKey, api_key_id(key_id), f"API key {key_id!r}")
+        key.use(at=self.now())
+        try:
+            self.save(key)
+        except IntegrityError:
+            return
+
     def authenticate(self, token: str) -> Principal:
         """The principal a `pk_…` token stands for; Unauthenticated for anything else."""
         org, key_id = split_token(token)

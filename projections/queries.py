@@ -190,6 +190,16 @@ async def scan(pool: Pool, scan_id: str, scope: str) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
+async def api_keys(pool: Pool, org_slug: str) -> list[dict[str, Any]]:
+    return await _rows(
+        pool,
+        "SELECT key_id, org, name, roles, expires_at, revoked, last_used_at, created_at,"
+        " created_by FROM api_key_view WHERE org = %s ORDER BY created_at",
+        (org_slug,),
+        org_slug,
+    )
+
+
 AUDIT_COLUMNS = (
     "position, org, seq, event_id, type, aggregate, aggregate_id, aggregate_version, project_id,"
     " actor, actor_kind, occurred_at, data, trace_id, prev_hash, hash"

@@ -91,6 +91,7 @@ class Authenticator:
             roles=roles,
             kind=kind,
             name=str(claims.get("name", ""))[:200],
+            credential="jwt",
         )
 
 

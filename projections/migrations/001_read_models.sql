@@ -105,3 +105,18 @@ CREATE TABLE IF NOT EXISTS scan_view (
     position     bigint NOT NULL
 );
 CREATE INDEX IF NOT EXISTS scan_view_project ON scan_view (org, project_id, position);
+
+CREATE TABLE IF NOT EXISTS api_key_view (
+    id           uuid PRIMARY KEY,
+    key_id       text NOT NULL UNIQUE,
+    org          text NOT NULL,
+    name         text NOT NULL,
+    roles        jsonb NOT NULL,
+    expires_at   timestamptz,
+    revoked      boolean NOT NULL DEFAULT false,
+    last_used_at timestamptz,
+    created_at   timestamptz NOT NULL,
+    created_by   text NOT NULL,
+    version      integer NOT NULL
+);
+CREATE INDEX IF NOT EXISTS api_key_view_org ON api_key_view (org, created_at);

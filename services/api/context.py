@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from services.reports import ReportStore
 from services.settings import Settings
 
 AUTH_CACHE_SECONDS = 5.0
+KEY_USE_INTERVAL = 3600.0
 
 
 @dataclass
@@ -34,6 +36,8 @@ class ApiContext:
     nc: Client | None = None
     reports: ReportStore | None = None
     _auth_cache: dict[str, tuple[float, Principal]] = field(default_factory=dict)
+    _last_marked: dict[str, float] = field(default_factory=dict)
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
     _requests: TokenBucket | None = None
     _failures: TokenBucket | None = None
     authenticator: Authenticator = field(init=False)
@@ -55,7 +59,26 @@ class ApiContext:
             raise
         request.state.principal = principal
         self._requests.take(principal.id, "requests")
+        self._note_use(principal)
         return principal
+
+    def _note_use(self, principal: Principal) -> None:
+        """Record an API key's last use at most once an hour per process, off the request path."""
+        if principal.credential != "api_key":
+            return
+        now = time.monotonic()
+        if now - self._last_marked.get(principal.id, -KEY_USE_INTERVAL) < KEY_USE_INTERVAL:
+            return
+        self._last_marked[principal.id] = now
+        task = asyncio.create_task(asyncio.to_thread(self._mark, principal.id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _mark(self, key_id: str) -> None:
+        try:
+            self.pearl.mark_key_used(key_id)
+        except Exception:  # a failed note of use must never fail a request
+            logging.getLogger(__name__).warning("could not record key use", exc_info=True)
 
     async def _principal(self, token: str) -> Principal:
         digest = hashlib.sha256(token.encode()).hexdigest()

@@ -145,6 +145,18 @@ class OrgController(Controller):
     ) -> Response[dict[str, Any]]:
         return accepted(await run(ctx.pearl.issue_api_key, principal, org, data))
 
+    @get(
+        "/{org:str}/keys",
+        operation_id="listApiKeys",
+        summary="The org's API keys: names, roles, expiry, revocation, last use (no secrets)",
+    )
+    async def list_keys(
+        self, ctx: ApiContext, principal: Principal, org: str, min_position: MinPosition = None
+    ) -> dict[str, Any]:
+        authorize(principal, Action.APIKEY_ISSUE, org)
+        await ctx.wait_for(min_position)
+        return {"items": await queries.api_keys(ctx.pool, org)}
+
     @delete("/{org:str}/keys/{key_id:str}", operation_id="revokeApiKey", status_code=200)
     async def revoke_key(
         self, ctx: ApiContext, principal: Principal, org: str, key_id: str, reason: str = "revoked"

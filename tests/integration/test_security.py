@@ -290,3 +290,26 @@ async def test_no_secret_reaches_logs_events_or_errors(stack: Stack):
     notes = stack.app.recorder.select_notifications(1, 1_000_000)
     assert all(secret_part.encode() not in n.state for n in notes)
     assert all(stack.admin_token.encode() not in n.state for n in notes)
+
+
+async def test_keys_are_listed_without_secrets_with_last_use_and_revocation(stack: Stack):
+    org, _, _ = await make_org_and_project(stack.http, stack.admin)
+    issued = await stack.http.post(
+        f"/v1/orgs/{org}/keys", json={"name": "ci", "roles": ["service"]}, headers=stack.admin
+    )
+    token, key_id = issued.json()["token"], issued.json()["key_id"]
+    ci = {"Authorization": f"Bearer {token}"}
+    assert (await stack.http.get("/v1/whoami", headers=ci)).status_code == 200
+
+    async def used():
+        r = await stack.http.get(f"/v1/orgs/{org}/keys", headers=stack.admin)
+        rows = [k for k in r.json()["items"] if k["key_id"] == key_id]
+        return rows if rows and rows[0]["last_used_at"] else None
+
+    [row] = await eventually(used)
+    assert row["roles"] == ["service"] and row["revoked"] is False
+    assert token not in json.dumps(row) and "digest" not in row and "salt" not in row
+    r = await stack.http.delete(f"/v1/orgs/{org}/keys/{key_id}", headers=stack.admin)
+    assert r.status_code == 200
+    stack.http._transport.app.state.ctx._auth_cache.clear()  # type: ignore[attr-defined]
+    assert (await stack.http.get("/v1/whoami", headers=ci)).status_code == 401

@@ -1008,8 +1008,9 @@ def test_full_scan_does_not_fix_a_finding_another_tool_still_reports_in_the_same
     counts = scan(trivy_report(with_requests=False), "t2")
 
     assert counts["fixed"] == 0
-    [shared] = [f for f in app._load_many(Finding, list_finding_ids(app)).values()
-                if len(f.sources) == 2]
+    [shared] = [
+        f for f in app._load_many(Finding, list_finding_ids(app)).values() if len(f.sources) == 2
+    ]
     assert shared.status == "open"
 
 
