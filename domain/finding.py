@@ -58,6 +58,7 @@ class Finding(PearlAggregate):
         self.scan_count = 1 if scan_id else 0
         self.sla_due = sla_due
         self.justification: str | None = None
+        self.last_scan_id = scan_id
 
     @property
     def is_open(self) -> bool:
@@ -72,14 +73,15 @@ class Finding(PearlAggregate):
 
     @event("SeenAgain")
     def _seen_again(self, tool: str, scan_id: str, seen_at: str, actor: str) -> None:
-        self._touch(tool, seen_at)
+        self._touch(tool, seen_at, scan_id)
 
     @event("Reopened")
     def _reopened(self, tool: str, scan_id: str, seen_at: str, actor: str) -> None:
-        self._touch(tool, seen_at)
+        self._touch(tool, seen_at, scan_id)
         self.status = "reopened"
 
-    def _touch(self, tool: str, seen_at: str) -> None:
+    def _touch(self, tool: str, seen_at: str, scan_id: str) -> None:
+        self.last_scan_id = scan_id
         self.last_seen = seen_at
         self.scan_count += 1
         if tool not in self.sources:

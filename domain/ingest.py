@@ -70,6 +70,10 @@ def plan_ingest(
             continue
         seen.add(str(fid))
         current = existing.get(fid)
+        if current is not None and current.last_scan_id == scan_id:
+            # applied by an earlier, interrupted attempt at this same scan: not again
+            counts["new" if current.scan_count == 1 else "seen_again"] += 1
+            continue
         if current is None:
             counts["new"] += 1
             changed.append(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
@@ -35,7 +35,7 @@ from domain.idempotency import (
     MemoryIdempotentRecorder,
     request_digest,
 )
-from domain.ingest import ScanMeta, fix_missing, plan_ingest
+from domain.ingest import IngestPlan, ScanMeta, fix_missing, plan_ingest
 from domain.org import Org, org_id
 from domain.policy import sla_due
 from domain.project import Project
@@ -45,6 +45,8 @@ from domain.scanners.model import ParsedReport
 
 A = TypeVar("A", bound=Aggregate)
 Clock = Callable[[], datetime]
+#: Findings saved per transaction when a report is larger than this.
+INGEST_CHUNK = 5000
 
 
 def utcnow() -> datetime:
@@ -369,16 +371,7 @@ class PearlApp(Application[UUID]):
             position = self.recorder.max_notification_id() or 0
             return CommandResult(scan.summary(), position, replayed=True)
         now = self.clock()
-        plan = plan_ingest(
-            project=project,
-            report=report,
-            scan_id=str(scan_id),
-            now=now,
-            existing=self._load_many(
-                Finding, [finding_id(pid, f.fingerprint) for f in report.findings]
-            ),
-            actor=principal.actor,
-        )
+        plan = self._ingest_findings(project, report, str(scan_id), now, principal.actor)
         scope_id = scan_scope_id(pid, report.tool, meta.target, meta.branch)
         scope = self._load_many(ScanScope, [scope_id]).get(scope_id) or ScanScope(
             org=project.org,
@@ -397,6 +390,10 @@ class PearlApp(Application[UUID]):
             fixable = [f for f in candidates.values() if str(f.id) not in still]
             fixed = fix_missing(fixable, str(scan_id), now, principal.actor)
             plan.counts["fixed"] = len(fixed)
+            if len(fixed) > INGEST_CHUNK:
+                for start in range(0, len(fixed), INGEST_CHUNK):
+                    self.save(*fixed[start : start + INGEST_CHUNK])
+                fixed = []
         scope.record_scan(str(scan_id), plan.seen_ids, gone, principal.actor)
         scan = ScanReport(
             org=project.org,
@@ -414,6 +411,49 @@ class PearlApp(Application[UUID]):
             actor=principal.actor,
         )
         return self._commit(project.org, scan.summary(), idem, scan, scope, *plan.changed, *fixed)
+
+    def _ingest_findings(
+        self, project: Project, report: ParsedReport, scan_id: str, now: datetime, actor: str
+    ) -> IngestPlan:
+        """Record/observe a report's findings; large reports in chunks of bounded memory.
+
+        A report of up to INGEST_CHUNK findings is saved with its ScanReport in one transaction.
+        A larger one is saved chunk by chunk and its ScanReport last, as the commit marker: a
+        retry after a crash skips what the interrupted attempt already applied (same scan id).
+        """
+        pid = str(project.id)
+        findings = report.findings
+        if len(findings) <= INGEST_CHUNK:
+            ids = [finding_id(pid, f.fingerprint) for f in findings]
+            return plan_ingest(
+                project=project,
+                report=report,
+                scan_id=scan_id,
+                now=now,
+                existing=self._load_many(Finding, ids),
+                actor=actor,
+            )
+        total = IngestPlan(
+            [], set(), {"new": 0, "seen_again": 0, "reopened": 0, "fixed": 0, "total": 0}
+        )
+        for start in range(0, len(findings), INGEST_CHUNK):
+            part = replace(report, findings=findings[start : start + INGEST_CHUNK])
+            ids = [finding_id(pid, f.fingerprint) for f in part.findings]
+            plan = plan_ingest(
+                project=project,
+                report=part,
+                scan_id=scan_id,
+                now=now,
+                existing=self._load_many(Finding, ids),
+                actor=actor,
+            )
+            plan.seen_ids -= total.seen_ids  # a fingerprint repeated across chunks counts once
+            self.save(*plan.changed)
+            total.seen_ids |= plan.seen_ids
+            for name, value in plan.counts.items():
+                total.counts[name] += value
+        total.counts["total"] = len(total.seen_ids)
+        return total
 
     def _reported_elsewhere(
         self, findings: Iterable[Finding], project_id: str, tool: str, meta: ScanMeta

@@ -280,12 +280,17 @@ class ScanTargetCommands:
         )
 
     def ingest_job_report(
-        self: TargetHost, job_id: UUID, report: ParsedReport, meta: ScanMeta
+        self: TargetHost, job_id: UUID, report: ParsedReport, digest: str, size: int
     ) -> CommandResult:
-        """Submit a job's report through the same ingestion as HTTP, at most once per job."""
+        """Submit a job's report through the same ingestion as HTTP, at most once per job.
+
+        The scan's scope is the job's target (name, branch) and it is a full scan: findings of
+        that scope it no longer reports become fixed.
+        """
         from domain.pearl_app import Idempotency  # at call time: pearl_app imports this module
 
         job = self._load(ScanJob, job_id, f"scan job {job_id}")
+        meta = ScanMeta(digest=digest, size=size, target=job.target_name, branch=job.branch)
         idem = Idempotency(_job_key(job.id), request_digest("scanJob", str(job.id)))
         principal = runner_principal(job.org)
         return self.submit_scan(principal, UUID(job.project_id), report, meta, idem, job.org)

@@ -41,7 +41,7 @@ from domain.scan_target import Scheduled, due_scheduled
 from domain.targets_app import JobRun, ScanTargetCommands
 from projections import target_queries
 from projections.queries import Pool
-from services.reports import ReportStore, meta_for, parse_file, spool_bytes
+from services.reports import ReportStore, parse_file, spool_bytes
 from services.scanners_local import PARSERS, ScannerError, run_scanner
 from services.settings import Settings
 
@@ -240,8 +240,9 @@ class ScanJobRunner:
             report = await asyncio.to_thread(parse_file, spooled.path, PARSERS[run.scanner])
             if self.reports is not None:
                 await self.reports.put(spooled)
-            meta = meta_for(spooled, run.target_name, run.branch, True)
-            result = await asyncio.to_thread(self.app.ingest_job_report, run.job_id, report, meta)
+            result = await asyncio.to_thread(
+                self.app.ingest_job_report, run.job_id, report, spooled.digest, spooled.size
+            )
         return dict(result.ids), report.tool_version
 
     async def recover(self, job_id: UUID, attempt: int) -> None:

@@ -1017,3 +1017,78 @@ def test_full_scan_does_not_fix_a_finding_another_tool_still_reports_in_the_same
 def list_finding_ids(app: PearlApp) -> list[UUID]:
     notes = app.recorder.select_notifications(1, 10_000)
     return [n.originator_id for n in notes if n.topic.endswith("Finding.Recorded")]
+
+
+def _report_of(n: int) -> ParsedReport:
+    findings = tuple(
+        NormalizedFinding(
+            tool="semgrep",
+            rule_id=f"r{i % 3}",
+            title=f"t{i}",
+            severity="low",
+            confidence=None,
+            kind="code",
+            path=f"src/f{i}.py",
+            line=i,
+            end_line=None,
+            package=None,
+            installed_version=None,
+            fixed_version=None,
+            cwe=(),
+            cve=(),
+            message="m",
+            fingerprint=f"fp-{i:04d}",
+        )
+        for i in range(n)
+    )
+    return ParsedReport(format="semgrep", tool="semgrep", tool_version=None, findings=findings)
+
+
+def test_large_report_is_ingested_in_chunks_with_the_scan_recorded_last(
+    app: PearlApp, platform_admin: Principal, project: UUID, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import domain.pearl_app as pearl_app
+
+    monkeypatch.setattr(pearl_app, "INGEST_CHUNK", 10)
+    result = app.submit_scan(
+        platform_admin, project, _report_of(35), ScanMeta(digest="big", size=1)
+    )
+
+    assert result.ids["counts"]["new"] == 35 and result.ids["counts"]["total"] == 35
+    names = event_names(app)
+    assert names.count("Finding.Recorded") == 35
+    assert names[-1] in {"ScanReport.Submitted", "ScanScope.MembershipChanged"}
+    assert names.index("ScanReport.Submitted") > max(
+        i for i, n in enumerate(names) if n == "Finding.Recorded"
+    )
+
+
+def test_interrupted_chunked_ingest_completes_on_retry_without_doubling_events(
+    app: PearlApp, platform_admin: Principal, project: UUID, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import domain.pearl_app as pearl_app
+
+    monkeypatch.setattr(pearl_app, "INGEST_CHUNK", 10)
+    real_save = app.save
+    calls = {"n": 0}
+
+    def crashing_save(*objs: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("process killed")
+        return real_save(*objs, **kwargs)
+
+    monkeypatch.setattr(app, "save", crashing_save)
+    meta = ScanMeta(digest="big", size=1)
+    with pytest.raises(RuntimeError):
+        app.submit_scan(platform_admin, project, _report_of(35), meta)
+    assert "ScanReport.Submitted" not in event_names(app)
+
+    monkeypatch.setattr(app, "save", real_save)
+    result = app.submit_scan(platform_admin, project, _report_of(35), meta)
+
+    names = event_names(app)
+    assert names.count("Finding.Recorded") == 35
+    assert names.count("Finding.SeenAgain") == 0
+    assert names.count("ScanReport.Submitted") == 1
+    assert result.ids["counts"]["total"] == 35

@@ -15,7 +15,6 @@ from contracts.targets import RegisterScanTarget, UpdateScanTarget
 from domain.authz import Principal
 from domain.errors import Conflict, Forbidden, IdempotencyMismatch, InvalidInput, NotFound
 from domain.finding import Finding, finding_id
-from domain.ingest import ScanMeta
 from domain.pearl_app import Idempotency
 from domain.scan_job import ScanJob, backoff_seconds, next_step
 from domain.scan_target import (
@@ -23,8 +22,8 @@ from domain.scan_target import (
     Scheduled,
     due_scheduled,
     parse_interval,
-    schedule_slot,
     scan_target_id,
+    schedule_slot,
 )
 from domain.scanners.model import NormalizedFinding, ParsedReport
 from domain.targets_app import RUNNER_ACTOR
@@ -357,14 +356,14 @@ def test_job_succeeds_with_scan_id_and_counts_when_its_report_is_ingested(
 ) -> None:
     app.start_job(job)
 
-    ingested = app.ingest_job_report(job, report("a", "b"), ScanMeta(digest="d" * 64, size=10))
+    ingested = app.ingest_job_report(job, report("a", "b"), "d" * 64, 10)
     done = app.job_succeeded(job, ingested.ids, "1.9.4")
 
     state = app.get_job(operator, job)
     assert done.ids == {"id": str(job), "status": "succeeded", "scan_id": ingested.ids["scan_id"]}
     assert state.counts == {"new": 2, "seen_again": 0, "reopened": 0, "fixed": 0, "total": 2}
     scan = app.get_scan(operator, UUID(state.scan_id or ""))
-    assert scan.target == "backend"
+    assert (scan.target, scan.branch, scan.full) == ("backend", "main", True)
     finding = app._load(Finding, finding_id(project, "a" * 8), "finding")
     assert finding.tool == "bandit"
     submitted = [e for e, _ in stored_events(app) if type(e).__qualname__ == "ScanReport.Submitted"]
@@ -376,10 +375,10 @@ def test_job_report_is_ingested_once_when_ingest_runs_again_for_the_same_job(
 ) -> None:
     app.start_job(job)
     assert app.job_ingested(job) is None
-    first = app.ingest_job_report(job, report("a"), ScanMeta(digest="1" * 64, size=10))
+    first = app.ingest_job_report(job, report("a"), "1" * 64, 10)
     before = position(app)
 
-    again = app.ingest_job_report(job, report("a", "b"), ScanMeta(digest="2" * 64, size=11))
+    again = app.ingest_job_report(job, report("a", "b"), "2" * 64, 11)
 
     assert again.replayed and again.ids == first.ids
     assert position(app) == before
