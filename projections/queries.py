@@ -26,6 +26,13 @@ class Page:
     next_cursor: str | None
 
 
+def page(rows: list[dict[str, Any]], limit: int, key: str) -> Page:
+    """Rows were fetched with `limit + 1`: cut to `limit`, the cursor is the last row's `key`."""
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, str(rows[-1][key]) if more else None)
+
+
 ALL_ORGS = "*"
 
 
@@ -138,9 +145,7 @@ async def findings(
         " ORDER BY id LIMIT %s"
     )
     rows = await _rows(pool, sql, params, org_slug)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(rows, str(rows[-1]["id"]) if more else None)
+    return page(rows, limit, "id")
 
 
 async def finding(pool: Pool, finding_id: str, scope: str) -> dict[str, Any] | None:
@@ -175,9 +180,7 @@ async def scans(
         params,
         scope,
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(rows, str(rows[-1]["position"]) if more else None)
+    return page(rows, limit, "position")
 
 
 async def scan(pool: Pool, scan_id: str, scope: str) -> dict[str, Any] | None:
@@ -237,6 +240,4 @@ async def audit(
         " ORDER BY position LIMIT %s"
     )
     rows = await _rows(pool, sql, params, org_slug)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(rows, str(rows[-1]["position"]) if more else None)
+    return page(rows, limit, "position")

@@ -234,3 +234,36 @@ def run(findings: int = 10_000, files: int = 2_000) -> dict[str, Any]:
             "reingest_same_report_under_3s": again_accept < 3.0,
         },
     }
+
+
+def run_large(megabytes: int = 100) -> dict[str, Any]:
+    """Memory stays flat in report size: peak RSS of each process while ingesting a big report."""
+    results = int(megabytes * 1_000_000 / 337)
+    with tempfile.TemporaryDirectory(prefix="pearl-bench-") as tmp:
+        path = Path(tmp) / "large.sarif"
+        path.write_bytes(sarif_report(results, max(2_000, results // 5)))
+        size = path.stat().st_size
+        with running_stack(Path(tmp) / ".pearl") as stack, \
+                httpx.Client(base_url=stack.url, timeout=3600,
+                             headers={"Authorization": f"Bearer {stack.key}"}) as http:
+            org = f"bench-{uuid.uuid4().hex[:6]}"
+            http.post("/v1/orgs", json={"slug": org, "name": "Bench"}).raise_for_status()
+            project = http.post(f"/v1/orgs/{org}/projects",
+                                json={"slug": "big", "name": "Big"}).json()["id"]
+            before = peak_rss_mb(stack.proc.pid)
+            start = time.perf_counter()
+            with path.open("rb") as fh:
+                r = http.post(f"/v1/projects/{project}/scans", content=fh,
+                              params={"target": "big"})
+            r.raise_for_status()
+            accepted = time.perf_counter() - start
+            after = peak_rss_mb(stack.proc.pid)
+    return {
+        "benchmark": "ingest-large",
+        "report": {"results": results, "bytes": size},
+        "accepted_s": round(accepted, 1),
+        "findings_per_s": round(results / accepted),
+        "peak_rss_mb_before": before,
+        "peak_rss_mb_after": after,
+        "targets": {"api_under_300_mb": after.get("api", 0) < 300},
+    }

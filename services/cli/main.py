@@ -121,7 +121,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from services.bench import ingest
 
     telemetry.setup("bench", "WARNING", json_logs=False)
-    results = {"ingest": lambda: ingest.run(args.findings, args.files)}[args.name]()
+    results = {
+        "ingest": lambda: ingest.run(args.findings, args.files),
+        "ingest-large": lambda: ingest.run_large(args.megabytes),
+    }[args.name]()
     text = json.dumps(results, indent=2)
     print(text)
     out = Path(args.output or f"bench-results/{args.name}.json")
@@ -214,7 +217,8 @@ def parser() -> argparse.ArgumentParser:
     ingest.set_defaults(func=cmd_scan_ingest)
 
     bench = sub.add_parser("bench", help="benchmarks (print figures and write JSON)")
-    bench.add_argument("name", choices=["ingest"])
+    bench.add_argument("name", choices=["ingest", "ingest-large"])
+    bench.add_argument("--megabytes", type=int, default=100, help="report size (ingest-large)")
     bench.add_argument("--findings", type=int, default=10_000)
     bench.add_argument("--files", type=int, default=2_000)
     bench.add_argument("--output", help="JSON file (default bench-results/<name>.json)")
