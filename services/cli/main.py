@@ -151,6 +151,16 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from contracts.schemas import asyncapi, event_schemas
+
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, doc in (("events.schema.json", event_schemas()), ("asyncapi.json", asyncapi())):
+        (out / name).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
 def cmd_openapi(args: argparse.Namespace) -> int:
     from services.api.openapi import openapi_document
 
@@ -240,6 +250,10 @@ def parser() -> argparse.ArgumentParser:
     vexp.add_argument("--output", "-o", help="file to write (default: stdout)")
     vexp.add_argument("--home", type=Path, help="data directory of a running `pearl up`")
     vexp.set_defaults(func=cmd_vex_export)
+
+    sch = sub.add_parser("schemas", help="write event JSON Schemas and the AsyncAPI document")
+    sch.add_argument("--output", default="docs/schemas")
+    sch.set_defaults(func=cmd_schemas)
 
     oa = sub.add_parser("openapi", help="write the OpenAPI document")
     oa.add_argument("--output", default="-")

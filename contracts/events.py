@@ -1,0 +1,151 @@
+"""Versioned event payloads (the `data` of an EventEnvelope), one struct per event type.
+
+The wire type of each is `pearl.<aggregate>.<event>.v<N>`; `EVENT_TYPES` maps it to its struct.
+Credential material (API key salt and digest) never appears here: it never leaves the store.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from msgspec import Struct
+
+from contracts.envelope import event_type
+
+
+class Payload(Struct, frozen=True, kw_only=True):
+    """Base of event payloads; unknown fields are tolerated (consumers upgrade independently)."""
+
+
+class OrgCreated(Payload):
+    name: str
+
+
+class ProjectCreated(Payload):
+    slug: str
+    name: str
+    environments: list[str]
+
+
+class FindingDetails(Payload):
+    path: str | None = None
+    line: int | None = None
+    end_line: int | None = None
+    message: str = ""
+    cwe: list[str] = []
+    cve: list[str] = []
+    kind: str | None = None
+    confidence: str | None = None
+    package: str | None = None
+    installed_version: str | None = None
+    fixed_version: str | None = None
+
+
+class FindingRecorded(Payload):
+    project_id: str
+    fingerprint: str
+    tool: str
+    rule_id: str
+    title: str
+    severity: str
+    details: FindingDetails
+    scan_id: str | None
+    seen_at: str
+    sla_due: str | None
+
+
+class FindingSeen(Payload):
+    tool: str
+    scan_id: str
+    seen_at: str
+
+
+class FindingFixed(Payload):
+    scan_id: str
+    fixed_at: str
+
+
+class FindingTriaged(Payload):
+    status: str
+    justification: str
+
+
+class ApiKeyIssued(Payload):
+    key_id: str
+    name: str
+    roles: list[str]
+    expires_at: str | None
+
+
+class ApiKeyRevoked(Payload):
+    reason: str
+
+
+class ApiKeyUsed(Payload):
+    at: str
+
+
+class ScanReportSubmitted(Payload):
+    project_id: str
+    tool: str
+    tool_version: str | None
+    format: str
+    target: str
+    branch: str
+    full: bool
+    digest: str
+    size: int
+    counts: dict[str, int]
+    submitted_at: str
+
+
+class ScanScopeOpened(Payload):
+    project_id: str
+    tool: str
+    target: str
+    branch: str
+
+
+class ScanScopeMembershipChanged(Payload):
+    scan_id: str
+    added: list[str]
+    removed: list[str]
+
+
+class AccessDenialRecorded(Payload):
+    action: str
+    resource: str
+    reason: str
+    code: str
+    channel: str
+    at: str
+
+
+EVENT_TYPES: dict[str, type[Payload]] = {
+    event_type("org", "created"): OrgCreated,
+    event_type("project", "created"): ProjectCreated,
+    event_type("finding", "recorded"): FindingRecorded,
+    event_type("finding", "seen_again"): FindingSeen,
+    event_type("finding", "reopened"): FindingSeen,
+    event_type("finding", "fixed"): FindingFixed,
+    event_type("finding", "triaged"): FindingTriaged,
+    event_type("api_key", "issued"): ApiKeyIssued,
+    event_type("api_key", "revoked"): ApiKeyRevoked,
+    event_type("api_key", "used"): ApiKeyUsed,
+    event_type("scan_report", "submitted"): ScanReportSubmitted,
+    event_type("scan_scope", "opened"): ScanScopeOpened,
+    event_type("scan_scope", "membership_changed"): ScanScopeMembershipChanged,
+    event_type("access_denial", "recorded"): AccessDenialRecorded,
+}
+
+
+def register(types: dict[str, type[Payload]]) -> None:
+    """Add the payload contracts of another capability's events."""
+    EVENT_TYPES.update(types)
+
+
+def payload_of(type_: str, data: dict[str, Any]) -> Payload:
+    """Validate an envelope's data against its contract (raises msgspec.ValidationError)."""
+    import msgspec
+
+    return msgspec.convert(data, type=EVENT_TYPES[type_], strict=False)

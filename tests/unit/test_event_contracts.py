@@ -1,0 +1,94 @@
+"""Every stored event maps onto its versioned wire contract; committed schemas match the code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from uuid import UUID
+
+import msgspec
+
+from contracts.commands import CreateOrg, CreateProject, IssueApiKey, RecordFinding
+from contracts.events import EVENT_TYPES
+from contracts.schemas import asyncapi, event_schemas
+from domain.ingest import ScanMeta
+from domain.pearl_app import PearlApp
+from domain.scanners.model import NormalizedFinding, ParsedReport
+from domain.wire import to_envelope
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
+
+
+def _scenario() -> PearlApp:
+    """Every kind of event the domain stores today."""
+    app = PearlApp(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    admin = app.authenticate(app.bootstrap_admin_key())
+    app.create_org(admin, CreateOrg(slug="acme", name="Acme"))
+    project = UUID(app.create_project(admin, "acme", CreateProject(slug="w", name="W")).ids["id"])
+    fid = UUID(
+        app.record_finding(
+            admin, project, RecordFinding(tool="t", rule_id="r", title="x", severity="high")
+        ).ids["id"]
+    )
+    app.record_finding(
+        admin, project, RecordFinding(tool="t", rule_id="r", title="x", severity="high")
+    )
+    finding = NormalizedFinding(
+        tool="t",
+        rule_id="r2",
+        title="y",
+        severity="low",
+        confidence=None,
+        kind="code",
+        path="a.py",
+        line=1,
+        end_line=1,
+        package=None,
+        installed_version=None,
+        fixed_version=None,
+        cwe=("CWE-1",),
+        cve=(),
+        message="m",
+        fingerprint="f" * 64,
+    )
+    report = ParsedReport(format="sarif", tool="t", tool_version="1", findings=(finding,))
+    app.submit_scan(admin, project, report, ScanMeta(digest="a", size=1))
+    app.submit_scan(
+        admin, project, ParsedReport("sarif", "t", "1", ()), ScanMeta(digest="b", size=1)
+    )
+    app.submit_scan(admin, project, report, ScanMeta(digest="c", size=1))
+    app.triage_finding(admin, fid, "accepted_risk", "compensating control")
+    key = app.issue_api_key(admin, "acme", IssueApiKey(name="ci", roles=["service"]))
+    app.mark_key_used(key.ids["key_id"])
+    app.revoke_api_key(admin, "acme", key.ids["key_id"], "rotated")
+    app.record_denial("acme", "service:x", "GET /v1/x", "/v1/x", "nope", "forbidden", "http")
+    return app
+
+
+def test_every_stored_event_has_a_contract_whose_fields_match_when_mapped():
+    app = _scenario()
+    seen = set()
+    for note in app.recorder.select_notifications(1, 10_000):
+        env = to_envelope(app.mapper.to_domain_event(note), note.id)
+        contract = EVENT_TYPES[env.type]
+        payload = msgspec.convert(env.data, type=contract, strict=True)
+        assert set(env.data) == set(contract.__struct_fields__), env.type
+        assert msgspec.to_builtins(payload).keys() == env.data.keys()
+        seen.add(env.type)
+    assert seen == set(EVENT_TYPES), set(EVENT_TYPES) - seen
+
+
+def test_committed_event_schemas_and_asyncapi_match_code_when_contracts_change():
+    for name, doc in (("events.schema.json", event_schemas()), ("asyncapi.json", asyncapi())):
+        committed = json.loads((DOCS / name).read_text())
+        assert json.loads(json.dumps(doc, sort_keys=True)) == committed, (
+            f"docs/schemas/{name} is stale: run `pearl schemas`"
+        )
+
+
+def test_asyncapi_lists_a_channel_per_event_and_bus_command():
+    doc = asyncapi()
+    addresses = {c["address"] for c in doc["channels"].values()}
+    assert "pearl.evt.{org}.finding.recorded" in addresses
+    assert "pearl.cmd.{org}.scan.submit" in addresses
+    assert doc["asyncapi"] == "3.0.0"
