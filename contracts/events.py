@@ -17,17 +17,17 @@ class Payload(Struct, frozen=True, kw_only=True):
     """Base of event payloads; unknown fields are tolerated (consumers upgrade independently)."""
 
 
-class OrgCreated(Payload):
+class OrgCreated(Payload, frozen=True, kw_only=True):
     name: str
 
 
-class ProjectCreated(Payload):
+class ProjectCreated(Payload, frozen=True, kw_only=True):
     slug: str
     name: str
     environments: list[str]
 
 
-class FindingDetails(Payload):
+class FindingDetails(Payload, frozen=True, kw_only=True):
     path: str | None = None
     line: int | None = None
     end_line: int | None = None
@@ -41,7 +41,7 @@ class FindingDetails(Payload):
     fixed_version: str | None = None
 
 
-class FindingRecorded(Payload):
+class FindingRecorded(Payload, frozen=True, kw_only=True):
     project_id: str
     fingerprint: str
     tool: str
@@ -54,38 +54,38 @@ class FindingRecorded(Payload):
     sla_due: str | None
 
 
-class FindingSeen(Payload):
+class FindingSeen(Payload, frozen=True, kw_only=True):
     tool: str
     scan_id: str
     seen_at: str
 
 
-class FindingFixed(Payload):
+class FindingFixed(Payload, frozen=True, kw_only=True):
     scan_id: str
     fixed_at: str
 
 
-class FindingTriaged(Payload):
+class FindingTriaged(Payload, frozen=True, kw_only=True):
     status: str
     justification: str
 
 
-class ApiKeyIssued(Payload):
+class ApiKeyIssued(Payload, frozen=True, kw_only=True):
     key_id: str
     name: str
     roles: list[str]
     expires_at: str | None
 
 
-class ApiKeyRevoked(Payload):
+class ApiKeyRevoked(Payload, frozen=True, kw_only=True):
     reason: str
 
 
-class ApiKeyUsed(Payload):
+class ApiKeyUsed(Payload, frozen=True, kw_only=True):
     at: str
 
 
-class ScanReportSubmitted(Payload):
+class ScanReportSubmitted(Payload, frozen=True, kw_only=True):
     project_id: str
     tool: str
     tool_version: str | None
@@ -99,20 +99,20 @@ class ScanReportSubmitted(Payload):
     submitted_at: str
 
 
-class ScanScopeOpened(Payload):
+class ScanScopeOpened(Payload, frozen=True, kw_only=True):
     project_id: str
     tool: str
     target: str
     branch: str
 
 
-class ScanScopeMembershipChanged(Payload):
+class ScanScopeMembershipChanged(Payload, frozen=True, kw_only=True):
     scan_id: str
     added: list[str]
     removed: list[str]
 
 
-class AccessDenialRecorded(Payload):
+class AccessDenialRecorded(Payload, frozen=True, kw_only=True):
     action: str
     resource: str
     reason: str
