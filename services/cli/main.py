@@ -151,6 +151,49 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from services import audit_cli
+
+    if args.from_export:
+        with Path(args.from_export).open() as fh:
+            checked, problem = audit_cli.verify_export(iter(fh), args.public_key)
+    else:
+        from services.runtime import build_app
+
+        settings = _settings(args)
+        _, database_url = settings.require_urls()
+        app = build_app(settings)
+        try:
+            checked, bad = audit_cli.verify_store(app, database_url, args.org)
+        finally:
+            app.close()
+        problem = None if bad is None else f"first bad entry at position {bad}"
+    if problem:
+        print(f"audit chain BROKEN after {checked} good entries: {problem}")
+        return 1
+    print(f"audit chain intact: {checked} entries verified")
+    return 0
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from services import audit_cli
+    from services.runtime import build_app
+
+    settings = _settings(args)
+    app = build_app(settings)
+    key = audit_cli.signing_key(settings.home)
+    try:
+        if args.output in (None, "-"):
+            count = audit_cli.export(app, args.org, sys.stdout, key, args.since, args.until)
+        else:
+            with Path(args.output).open("w") as out:
+                count = audit_cli.export(app, args.org, out, key, args.since, args.until)
+    finally:
+        app.close()
+    print(f"exported {count} entries", file=sys.stderr)
+    return 0
+
+
 def cmd_schemas(args: argparse.Namespace) -> int:
     from contracts.schemas import asyncapi, event_schemas
 
@@ -250,6 +293,22 @@ def parser() -> argparse.ArgumentParser:
     vexp.add_argument("--output", "-o", help="file to write (default: stdout)")
     vexp.add_argument("--home", type=Path, help="data directory of a running `pearl up`")
     vexp.set_defaults(func=cmd_vex_export)
+
+    aud = sub.add_parser("audit", help="verify or export the hash-chained audit trail")
+    aud_sub = aud.add_subparsers(dest="action", required=True)
+    ver = aud_sub.add_parser(
+        "verify", help="exit 0 when the chain is intact, 1 naming the first bad position"
+    )
+    ver.add_argument("--org")
+    ver.add_argument("--from-export", help="verify an export file offline instead")
+    ver.add_argument("--public-key", help="base64 Ed25519 key the checkpoint must be signed by")
+    ver.set_defaults(func=cmd_audit_verify)
+    exp = aud_sub.add_parser("export", help="CloudEvents JSON Lines plus a signed checkpoint")
+    exp.add_argument("--org", required=True)
+    exp.add_argument("--since", help="ISO time (inclusive)")
+    exp.add_argument("--until", help="ISO time (exclusive)")
+    exp.add_argument("--output", "-o")
+    exp.set_defaults(func=cmd_audit_export)
 
     sch = sub.add_parser("schemas", help="write event JSON Schemas and the AsyncAPI document")
     sch.add_argument("--output", default="docs/schemas")
