@@ -66,12 +66,11 @@ def _stored_rows(
     )
     with conn.cursor(name="audit_rows") as cur:
         cur.itersize = BATCH
-        cur.execute(
-            "SELECT position, org, seq, hash, type, actor, aggregate_id::text,"
-            f" aggregate_version, data FROM audit_log WHERE {where}"
-            " ORDER BY position",
-            params,
+        columns = (
+            "position, org, seq, hash, type, actor, aggregate_id::text, aggregate_version, data"
         )
+        sql = f"SELECT {columns} FROM audit_log WHERE {where} ORDER BY position"  # noqa: S608
+        cur.execute(sql, params)
         yield from cur
 
 
