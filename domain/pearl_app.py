@@ -42,6 +42,7 @@ from domain.project import Project
 from domain.scan_report import ScanReport, scan_report_id
 from domain.scan_scope import ScanScope, scan_scope_id
 from domain.scanners.model import ParsedReport
+from domain.targets_app import ScanTargetCommands
 
 A = TypeVar("A", bound=Aggregate)
 Clock = Callable[[], datetime]
@@ -74,7 +75,7 @@ class CommandResult:
         return {**self.ids, **self.secret, "position": self.position}
 
 
-class PearlApp(Application[UUID]):
+class PearlApp(ScanTargetCommands, Application[UUID]):
     """Command handlers and aggregate queries over one event store (the `pearl_events` table)."""
 
     name = "pearl"

@@ -1,8 +1,8 @@
 """Scan target and scan job commands, mixed into the PeaRL Application.
 
 `PearlApp` inherits `ScanTargetCommands`; its methods use only the Application plumbing that
-`TargetHost` names (load, commit, replay, clock), so this module never imports `pearl_app` at
-run time and the two can depend on each other without a cycle.
+`TargetHost` names (load, commit, replay, clock, submit_scan), so this module does not import
+`pearl_app` at import time and the two modules can refer to each other without a cycle.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from eventsourcing.persistence import ApplicationRecorder
 
 from contracts.targets import RegisterScanTarget, TargetDefinition
 from domain.authz import Action, Principal, Role, authorize
-from domain.errors import Conflict
+from domain.errors import Conflict, CrossOrg
 from domain.idempotency import IdempotencyStore, request_digest
 from domain.ingest import ScanMeta
 from domain.project import Project
@@ -177,8 +177,9 @@ class ScanTargetCommands:
         target_id: UUID,
         cmd: TargetDefinition,
         idem: Idempotency | None = None,
+        org: str | None = None,
     ) -> CommandResult:
-        target = _target_for(self, principal, target_id, MANAGE_TARGETS)
+        target = _target_for(self, principal, target_id, MANAGE_TARGETS, org)
         if (replay := self._replay(target.org, idem)) is not None:
             return replay
         target.update(spec_of(cmd), principal.actor)
@@ -190,9 +191,10 @@ class ScanTargetCommands:
         target_id: UUID,
         reason: str = "removed",
         idem: Idempotency | None = None,
+        org: str | None = None,
     ) -> CommandResult:
         """Remove a target: no more jobs; those not started yet are cancelled when picked up."""
-        target = _target_for(self, principal, target_id, MANAGE_TARGETS)
+        target = _target_for(self, principal, target_id, MANAGE_TARGETS, org)
         if (replay := self._replay(target.org, idem)) is not None:
             return replay
         target.remove(reason, principal.actor)
@@ -209,9 +211,10 @@ class ScanTargetCommands:
         target_id: UUID,
         scanner: str | None = None,
         idem: Idempotency | None = None,
+        org: str | None = None,
     ) -> CommandResult:
         """Queue one job per scanner (the one named, or every scanner of the target) now."""
-        target = _target_for(self, principal, target_id, REQUEST_JOBS)
+        target = _target_for(self, principal, target_id, REQUEST_JOBS, org)
         if (replay := self._replay(target.org, idem)) is not None:
             return replay
         now = self.clock().isoformat()
@@ -336,9 +339,14 @@ class ScanTargetCommands:
 
 
 def _target_for(
-    host: TargetHost, principal: Principal, target_id: UUID, action: Action
+    host: TargetHost, principal: Principal, target_id: UUID, action: Action, org: str | None = None
 ) -> ScanTarget:
-    """The target if the principal may act on it; another org's target is not found (CrossOrg)."""
+    """The target if the principal may act on it (and it is in `org`, when one is named).
+
+    Another org's target is not found (CrossOrg, so the refusal is recorded as a denial).
+    """
     target = host._load(ScanTarget, target_id, f"scan target {target_id}")
+    if org is not None and target.org != org:
+        raise CrossOrg(f"scan target {target_id} not found in org {org!r}")
     authorize(principal, action, target.org)
     return target

@@ -11,7 +11,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from contracts.envelope import EventEnvelope
-from projections import api_keys, audit, findings, orgs, scans, scope
+from projections import api_keys, audit, findings, orgs, scans, scope, targets
 from projections.base import Batch, Projection
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,7 @@ PROJECTIONS: tuple[Projection, ...] = (
     findings.PROJECTION,
     scans.PROJECTION,
     api_keys.PROJECTION,
+    targets.PROJECTION,
     audit.PROJECTION,
 )
 CHECKPOINT = "read_models"

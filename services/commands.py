@@ -11,12 +11,14 @@ from uuid import UUID
 import msgspec
 
 from contracts.commands import Command, CreateProject, RecordFinding, SubmitScan
+from contracts.targets import RegisterScanTarget, RequestScanJob
 from domain.authz import Principal
 from domain.errors import InvalidInput
 from domain.ingest import ScanMeta
 from domain.pearl_app import CommandResult, Idempotency, PearlApp
 from domain.scanners import ParsedReport
 from services.reports import ReportStore, Spooled, meta_for, parse_file, spool_bytes
+from services.target_commands import register_scan_target, request_scan_job
 
 Handler = Callable[[PearlApp, Principal, str, Any, Idempotency | None, Any], CommandResult]
 Prepare = Callable[[ReportStore | None, Any], Awaitable[Any]]
@@ -96,6 +98,8 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("finding", "record"): Route(RecordFinding, _record_finding),
     ("project", "create"): Route(CreateProject, _create_project),
     ("scan", "submit"): Route(SubmitScan, _submit_scan, _prepare_scan),
+    ("scan_target", "register"): Route(RegisterScanTarget, register_scan_target),
+    ("scan_job", "request"): Route(RequestScanJob, request_scan_job),
 }
 
 

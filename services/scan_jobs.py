@@ -54,6 +54,8 @@ FAILED = event_type("scan_job", "failed")
 class TargetsApp(PearlApp, ScanTargetCommands):
     """PearlApp with the scan target commands (same as PearlApp once it inherits the mixin)."""
 
+    name = PearlApp.name  # the same event store tables (the library names them after the class)
+
 
 def targets_app(app: PearlApp) -> TargetsApp:
     """The Application as one that has the scan target commands; TypeError if it has not."""
@@ -74,6 +76,8 @@ class ScanSettings(BaseSettings):
     concurrency: int = 2
     #: If set, source/iac locations must be inside one of these; `{org}` is the job's org.
     allowed_roots: list[str] = []
+    #: With allowed roots set, rules files may also be in these (shared rule sets).
+    rules_roots: list[str] = []
     max_report_bytes: int = 100 * 1024 * 1024
     #: Where to look for scanners instead of PATH (and this Python's bin directory).
     search_path: str | None = None
@@ -229,6 +233,7 @@ class ScanJobRunner:
             timeout=run.timeout_seconds,
             rules=run.rules,
             allowed_roots=roots,
+            rules_roots=self.settings.rules_roots,
             max_bytes=self.settings.max_report_bytes,
             search_path=self.settings.search_path,
             cancel=self.cancel,

@@ -223,6 +223,18 @@ def check_location(kind: str, location: str, allowed_roots: Sequence[str] = ()) 
         raise ScannerError(f"location {location} is outside the allowed scan roots", permanent=True)
 
 
+def check_rules(rules: str, allowed_roots: Sequence[str] = ()) -> None:
+    """The rules file must exist (and be inside an allowed root, if any are set)."""
+    try:
+        real = Path(rules).resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise ScannerError(f"rules file {rules} does not exist") from None
+    if not real.is_file():
+        raise ScannerError(f"rules file {rules} is not a file")
+    if allowed_roots and not any(_inside(real, root) for root in allowed_roots):
+        raise ScannerError(f"rules file {rules} is outside the allowed roots", permanent=True)
+
+
 def _inside(real: Path, root: str) -> bool:
     try:
         return real.is_relative_to(Path(root).resolve())
@@ -241,6 +253,7 @@ def run_scanner(
     timeout: float,
     rules: str | None = None,
     allowed_roots: Sequence[str] = (),
+    rules_roots: Sequence[str] = (),
     max_bytes: int = DEFAULT_MAX_BYTES,
     search_path: str | None = None,
     cancel: threading.Event | None = None,
@@ -248,14 +261,16 @@ def run_scanner(
     """Run an installed scanner on a target and return its JSON report (blocking).
 
     ScannerError (with the tail of the scanner's stderr) when it is not installed, times out,
-    exits with an error, or writes nothing or too much.
+    exits with an error, or writes nothing or too much. With `allowed_roots`, the location must
+    be inside one of them and the rules file inside one of them or of `rules_roots` (a scanner's
+    error output about a file it was pointed at ends up in the job's failure reason).
     """
     info = installed(search_path=search_path).get(scanner)
     if info is None:
         raise ScannerError(f"scanner {scanner!r} is not installed on this worker", permanent=True)
     check_location(kind, location, allowed_roots)
-    if rules is not None and not Path(rules).is_file():
-        raise ScannerError(f"rules file {rules} does not exist")
+    if rules is not None:
+        check_rules(rules, [*allowed_roots, *rules_roots] if allowed_roots else ())
     how = invocation(scanner, kind, location, info.executable, rules)
     return run_process(how, timeout=timeout, max_bytes=max_bytes, name=scanner, cancel=cancel)
 

@@ -18,6 +18,7 @@ from services.api.context import ApiContext, ProjectionLag
 from services.api.problems import HANDLERS, problem
 from services.api.routes import ROUTES
 from services.api.security import hardening_middleware
+from services.api.targets import ROUTES as TARGET_ROUTES
 from services.api.vex import VexController
 from services.telemetry import current_traceparent, span_from
 
@@ -88,7 +89,7 @@ def create_app(ctx: ApiContext) -> Litestar:
     settings = ctx.settings
     cors = CORSConfig(allow_origins=settings.cors_origins) if settings.cors_origins else None
     return Litestar(
-        route_handlers=[health, ready, *ROUTES, VexController],
+        route_handlers=[health, ready, *ROUTES, VexController, *TARGET_ROUTES],
         state=State({"ctx": ctx}),
         exception_handlers={**HANDLERS, ProjectionLag: on_projection_lag},
         middleware=[

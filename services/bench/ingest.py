@@ -243,18 +243,21 @@ def run_large(megabytes: int = 100) -> dict[str, Any]:
         path = Path(tmp) / "large.sarif"
         path.write_bytes(sarif_report(results, max(2_000, results // 5)))
         size = path.stat().st_size
-        with running_stack(Path(tmp) / ".pearl") as stack, \
-                httpx.Client(base_url=stack.url, timeout=3600,
-                             headers={"Authorization": f"Bearer {stack.key}"}) as http:
+        with (
+            running_stack(Path(tmp) / ".pearl") as stack,
+            httpx.Client(
+                base_url=stack.url, timeout=3600, headers={"Authorization": f"Bearer {stack.key}"}
+            ) as http,
+        ):
             org = f"bench-{uuid.uuid4().hex[:6]}"
             http.post("/v1/orgs", json={"slug": org, "name": "Bench"}).raise_for_status()
-            project = http.post(f"/v1/orgs/{org}/projects",
-                                json={"slug": "big", "name": "Big"}).json()["id"]
+            project = http.post(
+                f"/v1/orgs/{org}/projects", json={"slug": "big", "name": "Big"}
+            ).json()["id"]
             before = peak_rss_mb(stack.proc.pid)
             start = time.perf_counter()
             with path.open("rb") as fh:
-                r = http.post(f"/v1/projects/{project}/scans", content=fh,
-                              params={"target": "big"})
+                r = http.post(f"/v1/projects/{project}/scans", content=fh, params={"target": "big"})
             r.raise_for_status()
             accepted = time.perf_counter() - start
             after = peak_rss_mb(stack.proc.pid)

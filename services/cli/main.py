@@ -49,6 +49,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from services import runtime
+    from services.scan_jobs import run_scan_jobs
 
     settings = _settings(args)
     telemetry.setup(
@@ -59,6 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "relay": runtime.run_relay,
         "projector": runtime.run_projector,
         "worker": runtime.run_worker,
+        "scan-jobs": run_scan_jobs,
     }[args.process]
     asyncio.run(runner(settings))
     return 0
@@ -232,7 +234,7 @@ def parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
 
     run = sub.add_parser("run", help="run one process against NATS_URL and DATABASE_URL")
-    run.add_argument("process", choices=["api", "relay", "projector", "worker"])
+    run.add_argument("process", choices=["api", "relay", "projector", "worker", "scan-jobs"])
     run.add_argument("--host")
     run.add_argument("--port", type=int)
     run.set_defaults(func=cmd_run)

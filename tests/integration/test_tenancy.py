@@ -31,7 +31,32 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/orgs/{org}/keys"): {"name": "x", "roles": ["admin"]},
     ("POST", "/v1/orgs/{org}/projects"): {"slug": "stolen", "name": "x"},
     ("POST", "/v1/projects/{project_id}/findings"): finding_body(),
+    ("POST", "/v1/projects/{project_id}/targets"): {
+        "name": "stolen",
+        "kind": "source",
+        "location": "/tmp",
+        "scanners": ["bandit"],
+    },
+    ("PUT", "/v1/targets/{target_id}"): {
+        "kind": "source",
+        "location": "/tmp",
+        "scanners": ["bandit"],
+    },
+    ("POST", "/v1/targets/{target_id}/jobs"): {},
 }
+
+
+TARGET = {
+    "name": "app",
+    "kind": "source",
+    "location": "/nonexistent/pearl-test",
+    "scanners": ["bandit"],
+}
+
+
+def _first_job(body: dict[str, Any]) -> str:
+    first = body["jobs"][0]
+    return str(first["id"] if isinstance(first, dict) else first)
 
 
 def operations() -> list[tuple[str, str]]:
@@ -59,7 +84,15 @@ async def victim_resources(stack: Stack) -> dict[str, str]:
     key = await stack.http.post(
         f"/v1/orgs/{org}/keys", json={"name": "v", "roles": ["viewer"]}, headers=stack.admin
     )
-    position = scan.json()["position"]
+    target = await stack.http.post(
+        f"/v1/projects/{project}/targets", json=TARGET, headers=stack.admin
+    )
+    assert target.status_code == 201, target.text
+    job = await stack.http.post(
+        f"/v1/targets/{target.json()['id']}/jobs", json={}, headers=stack.admin
+    )
+    assert job.status_code == 202, job.text
+    position = job.json()["position"]
     await stack.http.get(
         f"/v1/projects/{project}", params={"min_position": position}, headers=stack.admin
     )
@@ -69,6 +102,8 @@ async def victim_resources(stack: Stack) -> dict[str, str]:
         "finding_id": finding.json()["id"],
         "scan_id": scan.json()["scan_id"],
         "key_id": key.json()["key_id"],
+        "target_id": target.json()["id"],
+        "job_id": _first_job(job.json()),
     }
 
 
@@ -94,7 +129,7 @@ async def test_every_route_refuses_another_orgs_admin_and_leaves_no_trace(stack:
         expected = {403} if (method, template) in PLATFORM_ONLY else {403, 404}
         if method != "GET" and (method, template) not in BODIES | {("DELETE", template): 1}:
             expected |= {400, 422}  # a route this test has no body for: refused all the same
-        if template == "/v1/whoami":
+        if template in {"/v1/whoami", "/v1/scanners"}:
             expected = {200}
         assert r.status_code in expected, (method, template, r.status_code, r.text)
         checked += 1
@@ -103,7 +138,10 @@ async def test_every_route_refuses_another_orgs_admin_and_leaves_no_trace(stack:
     assert await victim_audit(stack, ids["org"]) == before
 
 
-@pytest.mark.parametrize("command", ["finding.record", "project.create", "scan.submit"])
+@pytest.mark.parametrize(
+    "command",
+    ["finding.record", "project.create", "scan.submit", "scan_target.register", "scan_job.request"],
+)
 async def test_every_bus_command_on_another_orgs_subject_is_dead_lettered(
     stack: Stack, command: str
 ):
@@ -117,6 +155,8 @@ async def test_every_bus_command_on_another_orgs_subject_is_dead_lettered(
     data: dict[str, Any] = {
         "finding.record": {**finding_body(), "project_id": ids["project_id"]},
         "project.create": {"slug": "stolen", "name": "x"},
+        "scan_target.register": {**TARGET, "name": "stolen", "project_id": ids["project_id"]},
+        "scan_job.request": {"target_id": ids["target_id"]},
         "scan.submit": {
             "project_id": ids["project_id"],
             "report": json.loads((samples_dir() / "bandit-pyyaml-3.13.json").read_text())

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from contracts.envelope import EventEnvelope
-from contracts.targets import RegisterScanTarget, UpdateScanTarget
+from contracts.targets import RegisterScanTarget, RequestScanJob, UpdateScanTarget
 from domain.authz import Principal
 from domain.errors import Conflict, Forbidden, IdempotencyMismatch, InvalidInput, NotFound
 from domain.finding import Finding, finding_id
@@ -30,6 +30,8 @@ from domain.targets_app import RUNNER_ACTOR
 from domain.wire import to_envelope
 from services.scan_jobs import TargetsApp, instruction
 from services.scanners_local import ScannerError, invocation
+from services.target_commands import register_scan_target
+from services.target_commands import request_scan_job as bus_request_scan_job
 from tests.unit.conftest import START, FakeClock, event_names, stored_events
 
 BASE = 10.0  # back-off base seconds in these tests: retries after 20 s, then 40 s
@@ -626,3 +628,50 @@ def test_target_aggregate_guards_run_before_any_event_when_update_is_invalid(
         )
 
     assert loaded.collect_events() == [] and position(app) == before
+
+
+# --- bus handlers ------------------------------------------------------------------------------
+
+
+def test_bus_register_and_request_reach_the_application_when_subject_org_matches(
+    app: TargetsApp, project: UUID, org: str, org_admin: Principal
+) -> None:
+    cmd = target_cmd(project_id=str(project))
+
+    registered = register_scan_target(app, org_admin, org, cmd, None, None)
+    request = RequestScanJob(target_id=registered.ids["id"])
+    requested = bus_request_scan_job(app, org_admin, org, request, None, None)
+
+    assert registered.ids["name"] == "backend"
+    assert [j["scanner"] for j in requested.ids["jobs"]] == ["bandit"]
+
+
+def test_bus_commands_are_not_found_when_subject_names_another_org(
+    app: TargetsApp, target: UUID, project: UUID, other_org: str, platform_admin: Principal
+) -> None:
+    before = position(app)
+
+    with pytest.raises(NotFound):
+        register_scan_target(
+            app,
+            platform_admin,
+            other_org,
+            target_cmd(name="x", project_id=str(project)),
+            None,
+            None,
+        )
+    with pytest.raises(NotFound):
+        bus_request_scan_job(
+            app, platform_admin, other_org, RequestScanJob(target_id=str(target)), None, None
+        )
+
+    assert position(app) == before
+
+
+def test_bus_commands_are_refused_when_id_is_missing(
+    app: TargetsApp, org: str, org_admin: Principal
+) -> None:
+    with pytest.raises(InvalidInput, match=r"data\.project_id"):
+        register_scan_target(app, org_admin, org, target_cmd(), None, None)
+    with pytest.raises(InvalidInput, match=r"data\.target_id"):
+        bus_request_scan_job(app, org_admin, org, RequestScanJob(), None, None)

@@ -1,0 +1,47 @@
+"""Bus handlers for scan target and scan job commands (entries for `services.commands.ROUTES`).
+
+`pearl.cmd.<org>.scan_target.register` and `pearl.cmd.<org>.scan_job.request` call the same
+Application methods as HTTP; the subject's org must be the target's (or project's) org.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from contracts.targets import RegisterScanTarget, RequestScanJob
+from domain.authz import Principal
+from domain.errors import InvalidInput
+from domain.pearl_app import CommandResult, Idempotency, PearlApp
+from services.scan_jobs import targets_app
+
+
+def _uuid(value: str | None, field: str) -> UUID:
+    try:
+        return UUID(str(value))
+    except ValueError:
+        raise InvalidInput(f"data.{field} must be an id (UUID)") from None
+
+
+def register_scan_target(
+    app: PearlApp,
+    principal: Principal,
+    org: str,
+    cmd: RegisterScanTarget,
+    idem: Idempotency | None,
+    _: Any,
+) -> CommandResult:
+    project_id = _uuid(cmd.project_id, "project_id")
+    return targets_app(app).register_target(principal, project_id, cmd, idem, org=org)
+
+
+def request_scan_job(
+    app: PearlApp,
+    principal: Principal,
+    org: str,
+    cmd: RequestScanJob,
+    idem: Idempotency | None,
+    _: Any,
+) -> CommandResult:
+    target_id = _uuid(cmd.target_id, "target_id")
+    return targets_app(app).request_scan_job(principal, target_id, cmd.scanner, idem, org=org)
