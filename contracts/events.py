@@ -121,6 +121,67 @@ class AccessDenialRecorded(Payload, frozen=True, kw_only=True):
     at: str
 
 
+class ScanTargetDefined(Payload, frozen=True, kw_only=True):
+    kind: str
+    location: str
+    scanners: list[str]
+    schedule: str | None
+    rules: str | None
+    branch: str
+    timeout_seconds: int
+
+
+class ScanTargetRegistered(ScanTargetDefined, frozen=True, kw_only=True):
+    project_id: str
+    name: str
+
+
+class ScanTargetRemoved(Payload, frozen=True, kw_only=True):
+    reason: str
+
+
+class ScanJobRequested(Payload, frozen=True, kw_only=True):
+    project_id: str
+    target_id: str
+    target_name: str
+    scanner: str
+    kind: str
+    location: str
+    rules: str | None
+    branch: str
+    timeout_seconds: int
+    trigger: str
+    slot: str | None
+    requested_at: str
+
+
+class ScanJobStarted(Payload, frozen=True, kw_only=True):
+    attempt: int
+    started_at: str
+
+
+class ScanJobSucceeded(Payload, frozen=True, kw_only=True):
+    attempt: int
+    scan_id: str
+    counts: dict[str, int]
+    tool_version: str | None
+    digest: str | None
+    finished_at: str
+
+
+class ScanJobFailed(Payload, frozen=True, kw_only=True):
+    attempt: int
+    reason: str
+    finished_at: str
+    will_retry: bool
+    retry_at: str | None
+
+
+class ScanJobCancelled(Payload, frozen=True, kw_only=True):
+    reason: str
+    cancelled_at: str
+
+
 EVENT_TYPES: dict[str, type[Payload]] = {
     event_type("org", "created"): OrgCreated,
     event_type("project", "created"): ProjectCreated,
@@ -136,6 +197,16 @@ EVENT_TYPES: dict[str, type[Payload]] = {
     event_type("scan_scope", "opened"): ScanScopeOpened,
     event_type("scan_scope", "membership_changed"): ScanScopeMembershipChanged,
     event_type("access_denial", "recorded"): AccessDenialRecorded,
+    event_type("scan_target", "registered"): ScanTargetRegistered,
+    event_type("scan_target", "updated"): ScanTargetDefined,
+    event_type("scan_target", "reregistered"): ScanTargetDefined,
+    event_type("scan_target", "removed"): ScanTargetRemoved,
+    event_type("scan_job", "requested"): ScanJobRequested,
+    event_type("scan_job", "started"): ScanJobStarted,
+    event_type("scan_job", "retried"): ScanJobStarted,
+    event_type("scan_job", "succeeded"): ScanJobSucceeded,
+    event_type("scan_job", "failed"): ScanJobFailed,
+    event_type("scan_job", "cancelled"): ScanJobCancelled,
 }
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from contracts import commands
+from contracts import commands, targets
 from contracts.envelope import CommandEnvelope, EventEnvelope
 from contracts.events import EVENT_TYPES
 
@@ -15,6 +15,8 @@ BUS_COMMANDS: dict[tuple[str, str], type[commands.Command]] = {
     ("finding", "record"): commands.RecordFinding,
     ("project", "create"): commands.CreateProject,
     ("scan", "submit"): commands.SubmitScan,
+    ("scan_target", "register"): targets.RegisterScanTarget,
+    ("scan_job", "request"): targets.RequestScanJob,
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import msgspec
@@ -11,6 +12,7 @@ import msgspec
 from contracts.commands import CreateOrg, CreateProject, IssueApiKey, RecordFinding
 from contracts.events import EVENT_TYPES
 from contracts.schemas import asyncapi, event_schemas
+from contracts.targets import RegisterScanTarget, UpdateScanTarget
 from domain.ingest import ScanMeta
 from domain.pearl_app import PearlApp
 from domain.scanners.model import NormalizedFinding, ParsedReport
@@ -62,7 +64,25 @@ def _scenario() -> PearlApp:
     app.mark_key_used(key.ids["key_id"])
     app.revoke_api_key(admin, "acme", key.ids["key_id"], "rotated")
     app.record_denial("acme", "service:x", "GET /v1/x", "/v1/x", "nope", "forbidden", "http")
+    _targets_and_jobs(app, admin, project)
     return app
+
+
+def _targets_and_jobs(app: PearlApp, admin: Any, project: UUID) -> None:
+    definition = {"kind": "source", "location": "/srv/app", "scanners": ["bandit"]}
+    target = UUID(
+        app.register_target(admin, project, RegisterScanTarget(name="app", **definition)).ids["id"]
+    )
+    app.update_target(admin, target, UpdateScanTarget(**{**definition, "branch": "dev"}))
+    job = UUID(app.request_scan_job(admin, target).ids["jobs"][0]["id"])
+    app.start_job(job)
+    app.job_failed(job, "scanner crashed", backoff_base=0)
+    app.start_job(job)
+    app.job_succeeded(job, {"scan_id": "s", "counts": {"new": 1}, "digest": "d"})
+    second = UUID(app.request_scan_job(admin, target).ids["jobs"][0]["id"])
+    app.remove_target(admin, target)
+    app.start_job(second)
+    app.register_target(admin, project, RegisterScanTarget(name="app", **definition))
 
 
 def test_every_stored_event_has_a_contract_whose_fields_match_when_mapped():
