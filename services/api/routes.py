@@ -62,6 +62,24 @@ async def provide_principal(request: Request[Any, Any, Any], ctx: ApiContext) ->
 DEPENDENCIES = {"ctx": Provide(provide_ctx), "principal": Provide(provide_principal)}
 
 
+async def event_history(ctx: ApiContext, aggregate_id: UUID) -> list[dict[str, Any]]:
+    """An aggregate's events as the wire shows them (type, version, time, actor, data)."""
+    events = await asyncio.to_thread(list, ctx.pearl.events.get(aggregate_id))
+    history = []
+    for event in events:
+        env = to_envelope(event, 0)
+        history.append(
+            {
+                "type": env.type,
+                "version": env.aggregateversion,
+                "time": env.time,
+                "actor": env.actor,
+                "data": env.data,
+            }
+        )
+    return history
+
+
 def accepted(result: CommandResult, status: int = 201) -> Response[dict[str, Any]]:
     headers = {"Pearl-Position": str(result.position)}
     if result.replayed:
@@ -297,20 +315,7 @@ class FindingController(Controller):
         if row is None:
             raise NotFound(f"finding {finding_id} not found")
         authorize(principal, Action.FINDING_READ, row["org"])
-        events = await asyncio.to_thread(list, ctx.pearl.events.get(finding_id))
-        history = []
-        for event in events:
-            env = to_envelope(event, 0)
-            history.append(
-                {
-                    "type": env.type,
-                    "version": env.aggregateversion,
-                    "time": env.time,
-                    "actor": env.actor,
-                    "data": env.data,
-                }
-            )
-        return {**row, "history": history}
+        return {**row, "history": await event_history(ctx, finding_id)}
 
     @post("/{finding_id:uuid}/triage", operation_id="triageFinding", status_code=200)
     async def triage(

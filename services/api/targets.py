@@ -13,7 +13,6 @@ from contracts.targets import RegisterScanTarget, RequestScanJob, UpdateScanTarg
 from domain.authz import Action, Principal, authorize
 from domain.errors import InvalidInput, NotFound
 from domain.pearl_app import command_idempotency
-from domain.wire import to_envelope
 from projections import target_queries
 from services.api.context import ApiContext
 from services.api.routes import (
@@ -22,6 +21,7 @@ from services.api.routes import (
     Limit,
     MinPosition,
     accepted,
+    event_history,
     run,
     scope_of,
     visible_project,
@@ -214,20 +214,7 @@ class JobController(Controller):
         if row is None:
             raise NotFound(f"scan job {job_id} not found")
         authorize(principal, Action.FINDING_READ, row["org"])
-        events = await asyncio.to_thread(list, ctx.pearl.events.get(job_id))
-        history = []
-        for event in events:
-            env = to_envelope(event, 0)
-            history.append(
-                {
-                    "type": env.type,
-                    "version": env.aggregateversion,
-                    "time": env.time,
-                    "actor": env.actor,
-                    "data": env.data,
-                }
-            )
-        return {**row, "history": history}
+        return {**row, "history": await event_history(ctx, job_id)}
 
 
 ROUTES: list[Any] = [list_scanners, ProjectTargetController, TargetController, JobController]
