@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from typing import Any, cast
+from typing import Any
 from uuid import UUID
 
 import msgspec
@@ -38,7 +38,7 @@ from domain.errors import Conflict, PearlError
 from domain.pearl_app import PearlApp
 from domain.scan_job import Step
 from domain.scan_target import Scheduled, due_scheduled
-from domain.targets_app import JobRun, ScanTargetCommands
+from domain.targets_app import JobRun
 from projections import target_queries
 from projections.queries import Pool
 from services.reports import ReportStore, parse_file, spool_bytes
@@ -49,19 +49,6 @@ log = logging.getLogger(__name__)
 _decoder = msgspec.json.Decoder(EventEnvelope)
 REQUESTED = event_type("scan_job", "requested")
 FAILED = event_type("scan_job", "failed")
-
-
-class TargetsApp(PearlApp, ScanTargetCommands):
-    """PearlApp with the scan target commands (same as PearlApp once it inherits the mixin)."""
-
-    name = PearlApp.name  # the same event store tables (the library names them after the class)
-
-
-def targets_app(app: PearlApp) -> TargetsApp:
-    """The Application as one that has the scan target commands; TypeError if it has not."""
-    if not isinstance(app, ScanTargetCommands):
-        raise TypeError("this PearlApp has no scan target commands (ScanTargetCommands)")
-    return cast(TargetsApp, app)
 
 
 class ScanSettings(BaseSettings):
@@ -105,7 +92,7 @@ class ScanJobRunner:
         reports: ReportStore | None,
         settings: ScanSettings | None = None,
     ) -> None:
-        self.app = targets_app(app)
+        self.app = app
         self.js = js
         self.subjects = subjects
         self.reports = reports
@@ -275,7 +262,7 @@ class ScanScheduler:
     """Requests the jobs of every scheduled target's current slot, every tick."""
 
     def __init__(self, app: PearlApp, pool: Pool, settings: ScanSettings | None = None) -> None:
-        self.app = targets_app(app)
+        self.app = app
         self.pool = pool
         self.settings = settings or ScanSettings()
 
@@ -318,7 +305,7 @@ async def run_scan_jobs(settings: Settings, scan: ScanSettings | None = None) ->
 
     nats_url, database_url = settings.require_urls()
     scan = scan or ScanSettings()
-    app = TargetsApp(env=settings.event_store_env())
+    app = PearlApp(env=settings.event_store_env())
     pool = read_pool(database_url, 2)
     await pool.open()
     nc = await connect(nats_url, "pearl-scan-jobs")

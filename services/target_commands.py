@@ -13,7 +13,6 @@ from contracts.targets import RegisterScanTarget, RequestScanJob
 from domain.authz import Principal
 from domain.errors import InvalidInput
 from domain.pearl_app import CommandResult, Idempotency, PearlApp
-from services.scan_jobs import targets_app
 
 
 def _uuid(value: str | None, field: str) -> UUID:
@@ -32,7 +31,7 @@ def register_scan_target(
     _: Any,
 ) -> CommandResult:
     project_id = _uuid(cmd.project_id, "project_id")
-    return targets_app(app).register_target(principal, project_id, cmd, idem, org=org)
+    return app.register_target(principal, project_id, cmd, idem, org=org)
 
 
 def request_scan_job(
@@ -44,4 +43,4 @@ def request_scan_job(
     _: Any,
 ) -> CommandResult:
     target_id = _uuid(cmd.target_id, "target_id")
-    return targets_app(app).request_scan_job(principal, target_id, cmd.scanner, idem, org=org)
+    return app.request_scan_job(principal, target_id, cmd.scanner, idem, org=org)

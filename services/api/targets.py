@@ -26,7 +26,6 @@ from services.api.routes import (
     scope_of,
     visible_project,
 )
-from services.scan_jobs import targets_app
 from services.scanners_local import installed
 
 JobStatusQ = Literal["queued", "running", "retry_wait", "succeeded", "failed", "cancelled"]
@@ -70,7 +69,7 @@ class ProjectTargetController(Controller):
     ) -> Response[dict[str, Any]]:
         _same_id(data.project_id, project_id, "project_id")
         idem = command_idempotency(idempotency_key, "registerScanTarget", project_id, data)
-        app = targets_app(ctx.pearl)
+        app = ctx.pearl
         return accepted(await run(app.register_target, principal, project_id, data, idem))
 
     @get("/{project_id:uuid}/targets", operation_id="listScanTargets")
@@ -149,7 +148,7 @@ class TargetController(Controller):
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "updateScanTarget", target_id, data)
-        app = targets_app(ctx.pearl)
+        app = ctx.pearl
         return accepted(await run(app.update_target, principal, target_id, data, idem), 200)
 
     @delete(
@@ -167,7 +166,7 @@ class TargetController(Controller):
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "removeScanTarget", target_id, reason)
-        app = targets_app(ctx.pearl)
+        app = ctx.pearl
         return accepted(await run(app.remove_target, principal, target_id, reason, idem), 200)
 
     @post(
@@ -187,7 +186,7 @@ class TargetController(Controller):
         body = data or RequestScanJob()
         _same_id(body.target_id, target_id, "target_id")
         idem = command_idempotency(idempotency_key, "requestScanJob", target_id, body)
-        app = targets_app(ctx.pearl)
+        app = ctx.pearl
         result = await run(app.request_scan_job, principal, target_id, body.scanner, idem)
         return accepted(result, 202)
 

@@ -3,7 +3,7 @@ path, against real PostgreSQL and NATS; retries and final failure; the HTTP API;
 the scanner process (timeout, errors, environment).
 
 Until scan targets are wired into PearlApp, the API routes and the projector, these tests use
-`TargetsApp`, mount `services.api.targets.ROUTES` on an API of their own, and apply the scan
+`PearlApp`, mount `services.api.targets.ROUTES` on an API of their own, and apply the scan
 target projection themselves (`project_targets`).
 """
 
@@ -22,6 +22,7 @@ import httpx
 import psycopg
 import pytest
 
+from domain.pearl_app import PearlApp
 from domain.scan_job import ScanJob
 from domain.wire import to_envelope
 from projections import targets as target_projection
@@ -32,7 +33,7 @@ from services.api.app import create_app
 from services.api.context import ApiContext
 from services.reports import ReportStore
 from services.runtime import read_pool
-from services.scan_jobs import ScanJobRunner, ScanSettings, TargetsApp
+from services.scan_jobs import ScanJobRunner, ScanSettings
 from services.scanners_local import (
     Invocation,
     ScannerError,
@@ -63,7 +64,7 @@ FAST = ScanSettings(backoff_base_seconds=0.05, grace_seconds=1.0, ack_wait_secon
 class Scans:
     """The scan-target-enabled Application, an API with the target routes, and a job runner."""
 
-    app: TargetsApp
+    app: PearlApp
     http: httpx.AsyncClient
     runner: ScanJobRunner
     database_url: str
@@ -72,7 +73,7 @@ class Scans:
 @pytest.fixture
 async def scans(stack: Stack) -> AsyncIterator[Scans]:
     _, database_url = stack.settings.require_urls()
-    app = await asyncio.to_thread(TargetsApp, env=stack.settings.event_store_env())
+    app = await asyncio.to_thread(PearlApp, env=stack.settings.event_store_env())
     await _grant_reader(database_url)
     pool = read_pool(database_url, 2)
     await pool.open()

@@ -15,7 +15,7 @@ from contracts.targets import RegisterScanTarget, RequestScanJob, UpdateScanTarg
 from domain.authz import Principal
 from domain.errors import Conflict, Forbidden, IdempotencyMismatch, InvalidInput, NotFound
 from domain.finding import Finding, finding_id
-from domain.pearl_app import Idempotency
+from domain.pearl_app import Idempotency, PearlApp
 from domain.scan_job import ScanJob, backoff_seconds, next_step
 from domain.scan_target import (
     ScanTarget,
@@ -28,7 +28,7 @@ from domain.scan_target import (
 from domain.scanners.model import NormalizedFinding, ParsedReport
 from domain.targets_app import RUNNER_ACTOR
 from domain.wire import to_envelope
-from services.scan_jobs import TargetsApp, instruction
+from services.scan_jobs import instruction
 from services.scanners_local import ScannerError, invocation
 from services.target_commands import register_scan_target
 from services.target_commands import request_scan_job as bus_request_scan_job
@@ -38,9 +38,9 @@ BASE = 10.0  # back-off base seconds in these tests: retries after 20 s, then 40
 
 
 @pytest.fixture
-def app(clock: FakeClock) -> TargetsApp:
+def app(clock: FakeClock) -> PearlApp:
     """The Application with the scan target commands (overrides the conftest `app`)."""
-    return TargetsApp(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}, clock=clock)
+    return PearlApp(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}, clock=clock)
 
 
 def target_cmd(**overrides: Any) -> RegisterScanTarget:
@@ -54,12 +54,12 @@ def target_cmd(**overrides: Any) -> RegisterScanTarget:
     return msgspec.convert(body, RegisterScanTarget)
 
 
-def position(app: TargetsApp) -> int:
+def position(app: PearlApp) -> int:
     return app.recorder.max_notification_id() or 0
 
 
 @pytest.fixture
-def target(app: TargetsApp, project: UUID, org_admin: Principal) -> UUID:
+def target(app: PearlApp, project: UUID, org_admin: Principal) -> UUID:
     cmd = target_cmd(scanners=["bandit", "semgrep"], rules="/srv/rules/python.yml")
     return UUID(app.register_target(org_admin, project, cmd).ids["id"])
 
@@ -69,7 +69,7 @@ def job_ids(result_ids: dict[str, Any]) -> list[UUID]:
 
 
 @pytest.fixture
-def job(app: TargetsApp, target: UUID, operator: Principal) -> UUID:
+def job(app: PearlApp, target: UUID, operator: Principal) -> UUID:
     (job_id,) = job_ids(app.request_scan_job(operator, target, "bandit").ids)
     return job_id
 
@@ -105,7 +105,7 @@ def report(*fingerprints: str) -> ParsedReport:
 
 
 def test_register_target_records_its_definition_when_caller_is_org_admin(
-    app: TargetsApp, project: UUID, org_admin: Principal
+    app: PearlApp, project: UUID, org_admin: Principal
 ) -> None:
     before = position(app)
 
@@ -127,7 +127,7 @@ def test_register_target_records_its_definition_when_caller_is_org_admin(
 
 
 def test_register_target_is_forbidden_when_caller_is_operator(
-    app: TargetsApp, project: UUID, operator: Principal
+    app: PearlApp, project: UUID, operator: Principal
 ) -> None:
     before = position(app)
 
@@ -138,7 +138,7 @@ def test_register_target_is_forbidden_when_caller_is_operator(
 
 
 def test_register_target_is_not_found_when_project_is_another_orgs(
-    app: TargetsApp, project: UUID, other_org: str, principal_of: Callable[..., Principal]
+    app: PearlApp, project: UUID, other_org: str, principal_of: Callable[..., Principal]
 ) -> None:
     intruder = principal_of(other_org, "admin")
 
@@ -172,7 +172,7 @@ def test_register_target_is_not_found_when_project_is_another_orgs(
     ],
 )
 def test_register_target_is_refused_and_records_nothing_when_definition_is_invalid(
-    app: TargetsApp,
+    app: PearlApp,
     project: UUID,
     org_admin: Principal,
     overrides: dict[str, Any],
@@ -187,7 +187,7 @@ def test_register_target_is_refused_and_records_nothing_when_definition_is_inval
 
 
 def test_register_target_again_changes_nothing_when_definition_is_the_same(
-    app: TargetsApp, project: UUID, org_admin: Principal
+    app: PearlApp, project: UUID, org_admin: Principal
 ) -> None:
     first = app.register_target(org_admin, project, target_cmd())
     before = position(app)
@@ -199,7 +199,7 @@ def test_register_target_again_changes_nothing_when_definition_is_the_same(
 
 
 def test_register_target_conflicts_when_name_exists_with_another_definition(
-    app: TargetsApp, project: UUID, org_admin: Principal
+    app: PearlApp, project: UUID, org_admin: Principal
 ) -> None:
     app.register_target(org_admin, project, target_cmd())
 
@@ -208,7 +208,7 @@ def test_register_target_conflicts_when_name_exists_with_another_definition(
 
 
 def test_register_target_replays_first_answer_when_idempotency_key_repeats(
-    app: TargetsApp, project: UUID, org_admin: Principal
+    app: PearlApp, project: UUID, org_admin: Principal
 ) -> None:
     idem = Idempotency("k-1", "digest-a")
     first = app.register_target(org_admin, project, target_cmd(), idem)
@@ -221,7 +221,7 @@ def test_register_target_replays_first_answer_when_idempotency_key_repeats(
 
 
 def test_update_target_records_new_definition_only_when_it_changes(
-    app: TargetsApp, target: UUID, org_admin: Principal
+    app: PearlApp, target: UUID, org_admin: Principal
 ) -> None:
     body = {"kind": "source", "location": "/srv/moved", "scanners": ["bandit"], "schedule": "1d"}
     update = msgspec.convert(body, UpdateScanTarget)
@@ -241,7 +241,7 @@ def test_update_target_records_new_definition_only_when_it_changes(
 
 
 def test_register_target_reregisters_the_name_when_it_was_removed(
-    app: TargetsApp, project: UUID, target: UUID, org_admin: Principal
+    app: PearlApp, project: UUID, target: UUID, org_admin: Principal
 ) -> None:
     app.remove_target(org_admin, target, "repository archived")
 
@@ -254,7 +254,7 @@ def test_register_target_reregisters_the_name_when_it_was_removed(
 
 
 def test_remove_target_conflicts_when_already_removed(
-    app: TargetsApp, target: UUID, org_admin: Principal
+    app: PearlApp, target: UUID, org_admin: Principal
 ) -> None:
     app.remove_target(org_admin, target)
 
@@ -266,7 +266,7 @@ def test_remove_target_conflicts_when_already_removed(
 
 
 def test_request_scan_job_queues_one_job_per_scanner_when_none_is_named(
-    app: TargetsApp, target: UUID, operator: Principal
+    app: PearlApp, target: UUID, operator: Principal
 ) -> None:
     result = app.request_scan_job(operator, target)
 
@@ -281,21 +281,21 @@ def test_request_scan_job_queues_one_job_per_scanner_when_none_is_named(
 
 
 def test_request_scan_job_is_refused_when_target_has_no_such_scanner(
-    app: TargetsApp, target: UUID, operator: Principal
+    app: PearlApp, target: UUID, operator: Principal
 ) -> None:
     with pytest.raises(InvalidInput, match="no scanner 'checkov'"):
         app.request_scan_job(operator, target, "checkov")
 
 
 def test_request_scan_job_is_forbidden_when_caller_is_viewer(
-    app: TargetsApp, target: UUID, org: str, principal_of: Callable[..., Principal]
+    app: PearlApp, target: UUID, org: str, principal_of: Callable[..., Principal]
 ) -> None:
     with pytest.raises(Forbidden):
         app.request_scan_job(principal_of(org, "viewer"), target)
 
 
 def test_request_scan_job_conflicts_when_target_was_removed(
-    app: TargetsApp, target: UUID, org_admin: Principal, operator: Principal
+    app: PearlApp, target: UUID, org_admin: Principal, operator: Principal
 ) -> None:
     app.remove_target(org_admin, target)
 
@@ -307,7 +307,7 @@ def test_request_scan_job_conflicts_when_target_was_removed(
 
 
 def test_job_is_retried_with_backoff_then_fails_finally_when_every_attempt_fails(
-    app: TargetsApp, job: UUID, clock: FakeClock
+    app: PearlApp, job: UUID, clock: FakeClock
 ) -> None:
     run = app.start_job(job)
     assert run is not None and run.attempt == 1
@@ -343,7 +343,7 @@ def test_job_is_retried_with_backoff_then_fails_finally_when_every_attempt_fails
         app.start_job(job)
 
 
-def test_job_fails_without_retry_when_failure_is_permanent(app: TargetsApp, job: UUID) -> None:
+def test_job_fails_without_retry_when_failure_is_permanent(app: PearlApp, job: UUID) -> None:
     app.start_job(job)
 
     result = app.job_failed(
@@ -354,7 +354,7 @@ def test_job_fails_without_retry_when_failure_is_permanent(app: TargetsApp, job:
 
 
 def test_job_succeeds_with_scan_id_and_counts_when_its_report_is_ingested(
-    app: TargetsApp, job: UUID, project: UUID, operator: Principal
+    app: PearlApp, job: UUID, project: UUID, operator: Principal
 ) -> None:
     app.start_job(job)
 
@@ -373,7 +373,7 @@ def test_job_succeeds_with_scan_id_and_counts_when_its_report_is_ingested(
 
 
 def test_job_report_is_ingested_once_when_ingest_runs_again_for_the_same_job(
-    app: TargetsApp, job: UUID
+    app: PearlApp, job: UUID
 ) -> None:
     app.start_job(job)
     assert app.job_ingested(job) is None
@@ -388,7 +388,7 @@ def test_job_report_is_ingested_once_when_ingest_runs_again_for_the_same_job(
 
 
 def test_start_job_cancels_the_job_when_its_target_was_removed(
-    app: TargetsApp, job: UUID, target: UUID, org_admin: Principal
+    app: PearlApp, job: UUID, target: UUID, org_admin: Principal
 ) -> None:
     app.remove_target(org_admin, target)
 
@@ -401,13 +401,13 @@ def test_start_job_cancels_the_job_when_its_target_was_removed(
     )
 
 
-def test_job_succeeded_conflicts_when_job_is_not_running(app: TargetsApp, job: UUID) -> None:
+def test_job_succeeded_conflicts_when_job_is_not_running(app: PearlApp, job: UUID) -> None:
     with pytest.raises(Conflict, match="only a running job"):
         app.job_succeeded(job, {"scan_id": str(uuid4()), "counts": {}})
 
 
 def test_get_job_is_not_found_when_job_is_another_orgs(
-    app: TargetsApp, job: UUID, other_org: str, principal_of: Callable[..., Principal]
+    app: PearlApp, job: UUID, other_org: str, principal_of: Callable[..., Principal]
 ) -> None:
     with pytest.raises(NotFound):
         app.get_job(principal_of(other_org, "viewer"), job)
@@ -425,7 +425,7 @@ def test_get_job_is_not_found_when_job_is_another_orgs(
     ids=["queued", "backoff-pending", "backoff-over", "attempt-ahead", "stale-instruction"],
 )
 def test_next_step_follows_the_jobs_state_when_instruction_arrives(
-    app: TargetsApp,
+    app: PearlApp,
     job: UUID,
     clock: FakeClock,
     attempts_failed: int,
@@ -444,7 +444,7 @@ def test_next_step_follows_the_jobs_state_when_instruction_arrives(
 
 
 def test_next_step_recovers_a_running_attempt_only_when_its_timeout_and_grace_passed(
-    app: TargetsApp, job: UUID, clock: FakeClock
+    app: PearlApp, job: UUID, clock: FakeClock
 ) -> None:
     app.start_job(job)  # the target's timeout is 600 s
     clock.advance(seconds=600)
@@ -503,7 +503,7 @@ def test_due_scheduled_skips_a_target_when_its_current_slot_was_requested() -> N
 
 
 def test_request_scheduled_jobs_requests_a_slot_once_when_called_twice(
-    app: TargetsApp, project: UUID, org_admin: Principal, clock: FakeClock
+    app: PearlApp, project: UUID, org_admin: Principal, clock: FakeClock
 ) -> None:
     tid = UUID(app.register_target(org_admin, project, target_cmd(schedule="1h")).ids["id"])
     slot = schedule_slot(tid, 3600, clock())
@@ -523,7 +523,7 @@ def test_request_scheduled_jobs_requests_a_slot_once_when_called_twice(
 
 
 def test_request_scheduled_jobs_requests_nothing_when_target_is_removed(
-    app: TargetsApp, project: UUID, org_admin: Principal, clock: FakeClock
+    app: PearlApp, project: UUID, org_admin: Principal, clock: FakeClock
 ) -> None:
     tid = UUID(app.register_target(org_admin, project, target_cmd(schedule="1h")).ids["id"])
     app.remove_target(org_admin, tid)
@@ -538,7 +538,7 @@ def test_request_scheduled_jobs_requests_nothing_when_target_is_removed(
 
 
 def test_events_map_to_plain_json_envelopes_when_published(
-    app: TargetsApp, job: UUID, target: UUID, org_admin: Principal
+    app: PearlApp, job: UUID, target: UUID, org_admin: Principal
 ) -> None:
     app.start_job(job)
     app.job_failed(job, "boom", backoff_base=BASE)
@@ -560,7 +560,7 @@ def test_events_map_to_plain_json_envelopes_when_published(
 
 
 def test_instruction_names_the_next_attempt_when_event_calls_for_one(
-    app: TargetsApp, job: UUID
+    app: PearlApp, job: UUID
 ) -> None:
     app.start_job(job)
     app.job_failed(job, "boom", backoff_base=BASE)
@@ -616,7 +616,7 @@ def test_invocation_is_refused_permanently_when_scanner_cannot_run(
 
 
 def test_target_aggregate_guards_run_before_any_event_when_update_is_invalid(
-    app: TargetsApp, target: UUID, org_admin: Principal
+    app: PearlApp, target: UUID, org_admin: Principal
 ) -> None:
     before = position(app)
     loaded = app._load(ScanTarget, target, "target")
@@ -634,7 +634,7 @@ def test_target_aggregate_guards_run_before_any_event_when_update_is_invalid(
 
 
 def test_bus_register_and_request_reach_the_application_when_subject_org_matches(
-    app: TargetsApp, project: UUID, org: str, org_admin: Principal
+    app: PearlApp, project: UUID, org: str, org_admin: Principal
 ) -> None:
     cmd = target_cmd(project_id=str(project))
 
@@ -647,7 +647,7 @@ def test_bus_register_and_request_reach_the_application_when_subject_org_matches
 
 
 def test_bus_commands_are_not_found_when_subject_names_another_org(
-    app: TargetsApp, target: UUID, project: UUID, other_org: str, platform_admin: Principal
+    app: PearlApp, target: UUID, project: UUID, other_org: str, platform_admin: Principal
 ) -> None:
     before = position(app)
 
@@ -669,7 +669,7 @@ def test_bus_commands_are_not_found_when_subject_names_another_org(
 
 
 def test_bus_commands_are_refused_when_id_is_missing(
-    app: TargetsApp, org: str, org_admin: Principal
+    app: PearlApp, org: str, org_admin: Principal
 ) -> None:
     with pytest.raises(InvalidInput, match=r"data\.project_id"):
         register_scan_target(app, org_admin, org, target_cmd(), None, None)
