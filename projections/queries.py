@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -217,6 +218,8 @@ async def audit(
     aggregate_id: str | None = None,
     actor: str | None = None,
     type_: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
     after: int | None = None,
     limit: int = 100,
 ) -> Page:
@@ -231,6 +234,12 @@ async def audit(
         if value:
             where.append(f"{column} = %s")
             params.append(value)
+    if since is not None:
+        where.append("occurred_at >= %s")
+        params.append(since)
+    if until is not None:
+        where.append("occurred_at < %s")
+        params.append(until)
     if after is not None:
         where.append("position > %s")
         params.append(after)

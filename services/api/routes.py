@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -369,6 +370,8 @@ class AuditController(Controller):
         aggregate_id: UUID | None = None,
         actor: str | None = None,
         type: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
         cursor: int | None = None,
         limit: Limit = 100,
         min_position: MinPosition = None,
@@ -386,6 +389,8 @@ class AuditController(Controller):
             aggregate_id=str(aggregate_id) if aggregate_id else None,
             actor=actor,
             type_=type,
+            since=since,
+            until=until,
             after=cursor,
             limit=limit,
         )

@@ -142,3 +142,39 @@ async def test_health_and_ready(stack: Stack):
     r = await stack.http.get("/ready")
     assert r.status_code == 200
     assert r.json()["checks"] == {"postgres": "ok", "nats": "ok"}
+
+
+async def test_audit_filters_by_time_window_and_pages_with_a_cursor(stack: Stack):
+    from datetime import UTC, datetime, timedelta
+
+    _, project, _ = await make_org_and_project(stack.http, stack.admin)
+    position = 0
+    for i in range(5):
+        r = await stack.http.post(
+            f"/v1/projects/{project}/findings",
+            json=finding_body(rule_id=f"r{i}"),
+            headers=stack.admin,
+        )
+        position = r.json()["position"]
+    params = {"project": project, "min_position": position, "limit": 2}
+    r = await stack.http.get("/v1/audit", params=params, headers=stack.admin)
+    first = r.json()
+    assert len(first["items"]) == 2 and first["next_cursor"]
+    seen = [e["position"] for e in first["items"]]
+    cursor = first["next_cursor"]
+    while cursor:
+        r = await stack.http.get(
+            "/v1/audit", params={**params, "cursor": cursor}, headers=stack.admin
+        )
+        seen += [e["position"] for e in r.json()["items"]]
+        cursor = r.json()["next_cursor"]
+    assert len(seen) == 6 and seen == sorted(seen)
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    r = await stack.http.get(
+        "/v1/audit", params={"project": project, "since": future}, headers=stack.admin
+    )
+    assert r.json()["items"] == []
+    r = await stack.http.get(
+        "/v1/audit", params={"project": project, "until": future}, headers=stack.admin
+    )
+    assert len(r.json()["items"]) == 6
