@@ -54,6 +54,12 @@ class FindingRecorded(Payload, frozen=True, kw_only=True):
     sla_due: str | None
 
 
+class FindingRecordedV2(FindingRecorded, frozen=True, kw_only=True):
+    """v2: the SLA days the due date was computed with (v1 events are upcast on load)."""
+
+    sla_days: int | None
+
+
 class FindingSeen(Payload, frozen=True, kw_only=True):
     tool: str
     scan_id: str
@@ -186,6 +192,7 @@ EVENT_TYPES: dict[str, type[Payload]] = {
     event_type("org", "created"): OrgCreated,
     event_type("project", "created"): ProjectCreated,
     event_type("finding", "recorded"): FindingRecorded,
+    event_type("finding", "recorded", 2): FindingRecordedV2,
     event_type("finding", "seen_again"): FindingSeen,
     event_type("finding", "reopened"): FindingSeen,
     event_type("finding", "fixed"): FindingFixed,
@@ -208,6 +215,10 @@ EVENT_TYPES: dict[str, type[Payload]] = {
     event_type("scan_job", "failed"): ScanJobFailed,
     event_type("scan_job", "cancelled"): ScanJobCancelled,
 }
+
+
+#: Types no longer published (their events are upcast on load) but kept for stored messages.
+HISTORICAL = frozenset({event_type("finding", "recorded", 1)})
 
 
 def register(types: dict[str, type[Payload]]) -> None:

@@ -9,6 +9,7 @@ from eventsourcing.domain import event
 
 from domain.base import PearlAggregate, stable_id
 from domain.errors import Conflict, InvalidInput
+from domain.policy import DEFAULT_SLA_DAYS
 
 OPEN_STATUSES = frozenset({"open", "reopened"})
 TRIAGE_STATUSES = frozenset({"false_positive", "not_affected", "accepted_risk"})
@@ -27,7 +28,31 @@ class Finding(PearlAggregate):
     def create_id(project_id: str, fingerprint: str, **_: Any) -> UUID:
         return finding_id(project_id, fingerprint)
 
-    @event("Recorded")
+    class Recorded(PearlAggregate.Created):
+        """v2 records the SLA days the due date was computed with (reproducible SLA decisions).
+
+        v1 events, stored before SLA policies existed, always used the defaults: the upcaster
+        derives the same number from the severity.
+        """
+
+        class_version = 2
+        project_id: str
+        fingerprint: str
+        tool: str
+        rule_id: str
+        title: str
+        severity: str
+        details: dict[str, Any]
+        scan_id: str | None
+        seen_at: str
+        sla_due: str | None
+        sla_days: int | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["sla_days"] = DEFAULT_SLA_DAYS.get(state["severity"])
+
+    @event(Recorded)
     def __init__(
         self,
         org: str,
@@ -41,6 +66,7 @@ class Finding(PearlAggregate):
         scan_id: str | None,
         seen_at: str,
         sla_due: str | None,
+        sla_days: int | None,
         actor: str,
     ) -> None:
         self.org = org
@@ -57,6 +83,7 @@ class Finding(PearlAggregate):
         self.last_seen = seen_at
         self.scan_count = 1 if scan_id else 0
         self.sla_due = sla_due
+        self.sla_days = sla_days
         self.justification: str | None = None
         self.last_scan_id = scan_id
 

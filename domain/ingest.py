@@ -9,7 +9,7 @@ from typing import Any
 from uuid import UUID
 
 from domain.finding import Finding, finding_id
-from domain.policy import sla_due
+from domain.policy import sla_days_for, sla_due
 from domain.project import Project
 from domain.scanners.model import NormalizedFinding, ParsedReport
 
@@ -89,6 +89,7 @@ def plan_ingest(
                     scan_id=scan_id,
                     seen_at=seen_at,
                     sla_due=sla_due(nf.severity, now),
+                    sla_days=sla_days_for(nf.severity),
                     actor=actor,
                 )
             )

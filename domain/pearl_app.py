@@ -37,7 +37,7 @@ from domain.idempotency import (
 )
 from domain.ingest import IngestPlan, ScanMeta, fix_missing, plan_ingest
 from domain.org import Org, org_id
-from domain.policy import sla_due
+from domain.policy import sla_days_for, sla_due
 from domain.project import Project
 from domain.scan_report import ScanReport, scan_report_id
 from domain.scan_scope import ScanScope, scan_scope_id
@@ -325,6 +325,7 @@ class PearlApp(ScanTargetCommands, Application[UUID]):
                 scan_id=None,
                 seen_at=seen_at.isoformat(),
                 sla_due=sla_due(cmd.severity, seen_at),
+                sla_days=sla_days_for(cmd.severity),
                 actor=principal.actor,
             )
         ids = {"id": str(fid), "project_id": str(project.id), "fingerprint": fingerprint}

@@ -52,7 +52,7 @@ def to_envelope(event: Any, position: int) -> EventEnvelope:
     return EventEnvelope(
         id=str(stable_id("event", aggregate_id, str(event.originator_version))),
         source=f"/pearl/{fields['org']}/{aggregate}",
-        type=event_type(aggregate, name),
+        type=event_type(aggregate, name, getattr(type(event), "class_version", 1)),
         subject=aggregate_id,
         time=event.timestamp.isoformat(),
         org=fields["org"],

@@ -98,6 +98,7 @@ PROJECTION = Projection(
     tables=("finding_view",),
     handlers={
         event_type("finding", "recorded"): _recorded,
+        event_type("finding", "recorded", 2): _recorded,
         event_type("finding", "seen_again"): _seen_again,
         event_type("finding", "reopened"): _reopened,
         event_type("finding", "fixed"): _fixed,

@@ -2,15 +2,18 @@
 
 Every supported format is registered once, in FORMATS, in detection order (most distinctive
 signatures first). Parsing is all-or-nothing: any problem raises ReportError and no finding
-of that report is returned.
+of that report is returned. parse_report returns every finding at once; stream_report validates
+the same way but keeps the findings in a spill file and hands them out in chunks, so big reports
+cost only a few bytes of memory per finding.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
 import ijson
 
@@ -28,7 +31,7 @@ from domain.scanners import (
     snyk,
     trivy,
 )
-from domain.scanners.fingerprint import finalize
+from domain.scanners.fingerprint import Fingerprinter, Marks, finalize
 from domain.scanners.jsonstream import (
     HEAD_SIZE,
     HeadInfo,
@@ -38,16 +41,19 @@ from domain.scanners.jsonstream import (
     sniff_head,
     too_deep,
 )
-from domain.scanners.model import NormalizedFinding, ParsedReport, ScannerFormat
+from domain.scanners.model import Draft, NormalizedFinding, ParsedReport, ScannerFormat
+from domain.scanners.spill import SpillFile
 
 __all__ = [
     "FORMATS",
     "NormalizedFinding",
     "ParsedReport",
     "ReportError",
+    "ReportStream",
     "ScannerFormat",
     "detect_format",
     "parse_report",
+    "stream_report",
 ]
 
 FORMATS: Mapping[str, ScannerFormat] = MappingProxyType(
@@ -85,23 +91,107 @@ def parse_report(source: bytes | BinaryIO, tool: str | None = None) -> ParsedRep
     stream: Readable = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
     name = tool or "scanner"
     try:
-        report = Source(stream)
-        chosen = _choose(report.info, tool)
-        name = chosen.name
-        raw = chosen.parse(report)
-        findings = finalize(raw.drafts)
-    except ReportError:
+        with Source(stream) as report:
+            chosen = _choose(report.info, tool)
+            name = chosen.name
+            raw = chosen.parse(report)
+            findings = finalize(raw.drafts)
+    except Exception as exc:
+        _reraise(exc, name)
+    return ParsedReport(chosen.name, raw.tool, raw.tool_version, findings)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportStream:
+    """A completely validated report whose findings wait in a spill file, handed out in chunks.
+
+    Only a few bytes per finding stay in memory (which drafts to keep, occurrence indexes).
+    chunks() yields exactly the findings parse_report would return, in the same (report) order
+    and with the same fingerprints. It may be called again, and by several threads at once
+    (reads are positioned, nothing is shared but the read-only spill file), until close().
+    Use it as a context manager, or call close(), to delete the spill file.
+    """
+
+    format: str
+    tool: str
+    tool_version: str | None
+    count: int
+    _spill: SpillFile[Draft] = field(repr=False, compare=False)
+    _marks: Marks = field(repr=False, compare=False)
+
+    def chunks(self, size: int = 5000) -> Iterator[tuple[NormalizedFinding, ...]]:
+        """Yield the unique findings in report order, `size` at a time (the last may be shorter)."""
+        if size < 1:
+            raise ValueError("chunk size must be at least 1")
+        if self._spill.closed:
+            raise ValueError("the report stream is closed")
+        chunk: list[NormalizedFinding] = []
+        start = 0
+        for batch in self._spill.batches():
+            for finding in self._marks.apply(batch, start):
+                chunk.append(finding)
+                if len(chunk) == size:
+                    yield tuple(chunk)
+                    chunk.clear()
+            start += len(batch)
+        if chunk:
+            yield tuple(chunk)
+
+    def close(self) -> None:
+        """Delete the spill file; idempotent."""
+        self._spill.close()
+
+    def __enter__(self) -> ReportStream:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def stream_report(
+    source: BinaryIO, tool: str | None = None, spill_dir: str | None = None
+) -> ReportStream:
+    """Parse and validate a whole report, keeping its findings on disk instead of in memory.
+
+    Any problem raises ReportError here, before anything is handed out (nothing is left on
+    disk then). Spill files are anonymous temporary files in `spill_dir` (default: the system
+    temporary directory): they never have a name and vanish when closed or when the process ends.
+    """
+    name = tool or "scanner"
+    spill: SpillFile[Draft] = SpillFile(Draft, spill_dir)
+    try:
+        with Source(source, spill=True, spill_dir=spill_dir) as report:
+            chosen = _choose(report.info, tool)
+            name = chosen.name
+            raw = chosen.parse(report)
+            keeper = Fingerprinter()
+            for draft in raw.drafts:
+                keeper.add(draft)
+                spill.append(draft)
+            spill.flush()
+            marks = keeper.finish()
+    except BaseException as exc:
+        spill.close()
+        if isinstance(exc, Exception):
+            _reraise(exc, name)
         raise
-    except ijson.JSONError as exc:
+    return ReportStream(chosen.name, raw.tool, raw.tool_version, marks.count, spill, marks)
+
+
+def _reraise(exc: Exception, name: str) -> NoReturn:
+    """Raise what a parsing failure means for the caller: always a ReportError for bad input."""
+    if isinstance(exc, ReportError):
+        raise exc
+    if isinstance(exc, ijson.JSONError):
         raise json_error(exc) from exc
-    except RecursionError as exc:
+    if isinstance(exc, RecursionError):
         raise too_deep() from exc
-    except _FAILURES as exc:
+    if isinstance(exc, _FAILURES):
         raise ReportError(
             f"The {name} report could not be parsed ({type(exc).__name__}: {exc}); "
             "nothing from it was ingested."
         ) from exc
-    return ParsedReport(chosen.name, raw.tool, raw.tool_version, findings)
+    raise exc
 
 
 def _detect(info: HeadInfo) -> str:

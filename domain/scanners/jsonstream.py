@@ -9,12 +9,15 @@ from dataclasses import dataclass
 from itertools import accumulate
 from operator import itemgetter
 from types import ModuleType
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import ijson
 from ijson.common import ObjectBuilder
 
 from domain.errors import ReportError
+from domain.scanners.spill import MemoryStore, SpillFile, Store
+
+T = TypeVar("T")
 
 HEAD_SIZE = 64 * 1024
 MAX_DEPTH = 256
@@ -196,9 +199,19 @@ def _drop_bom(head: bytes) -> bytes:
 
 
 class Source:
-    """A report being parsed: its sniffed head plus the not-yet-read rest of the stream."""
+    """A report being parsed: its sniffed head plus the not-yet-read rest of the stream.
 
-    def __init__(self, stream: Readable) -> None:
+    With `spill` set, the records a format keeps across the pass (see store) go to anonymous
+    temporary files in `spill_dir` (None: the system's temporary directory) instead of memory;
+    close() releases them.
+    """
+
+    def __init__(
+        self, stream: Readable, *, spill: bool = False, spill_dir: str | None = None
+    ) -> None:
+        self._stores: list[Store[Any]] = []
+        self._spill = spill
+        self._spill_dir = spill_dir
         head, whole = read_head(stream)
         if not head:
             raise ReportError("The report is empty (0 bytes); expected a JSON scanner report.")
@@ -208,6 +221,23 @@ class Source:
         self.info = sniff_head(head, whole=whole)
         self._rest = stream
         self._used = False
+
+    def store(self, record: type[T]) -> Store[T]:
+        """Return where a format keeps records until the pass ends: memory, or a spill file."""
+        store: Store[T] = SpillFile(record, self._spill_dir) if self._spill else MemoryStore()
+        self._stores.append(store)
+        return store
+
+    def close(self) -> None:
+        """Release every store handed out (spill files are deleted)."""
+        while self._stores:
+            self._stores.pop().close()
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     @property
     def root(self) -> str | None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 if TYPE_CHECKING:
     from domain.scanners.jsonstream import HeadInfo, Source
@@ -67,9 +69,11 @@ class ParsedReport:
     findings: tuple[NormalizedFinding, ...]
 
 
-@dataclass(slots=True)
-class Draft:
-    """A finding before de-duplication and fingerprinting, which need the whole report."""
+class Draft(msgspec.Struct, array_like=True):
+    """A finding before de-duplication and fingerprinting, which need the whole report.
+
+    A msgspec Struct (encoded as a plain array) so that streaming can spill drafts compactly.
+    """
 
     tool: str
     rule_id: str
@@ -123,11 +127,15 @@ class Draft:
 
 @dataclass(slots=True)
 class RawReport:
-    """What a format module hands back: the producing tool and its findings as drafts."""
+    """What a format module hands back: the producing tool and its findings as drafts.
+
+    `drafts` may be a one-shot iterator; it is consumed exactly once, and only after the format
+    module returned, so it may still raise ReportError for a bad report.
+    """
 
     tool: str
     tool_version: str | None
-    drafts: Sequence[Draft] = field(default_factory=tuple)
+    drafts: Iterable[Draft] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True, slots=True)

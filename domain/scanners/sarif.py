@@ -7,6 +7,8 @@ import sys
 from dataclasses import dataclass, field, replace
 from urllib.parse import unquote
 
+import msgspec
+
 from domain.errors import ReportError
 from domain.scanners.common import (
     JsonObject,
@@ -59,9 +61,8 @@ _INSTALLED = re.compile(r"Installed Version:\s*(\S+)")
 _FIXED = re.compile(r"Fixed Version:\s*([^\n]+)")
 
 
-@dataclass(slots=True)
-class _Result:
-    """The parts of one SARIF result kept until its run's rules are known."""
+class _Result(msgspec.Struct, array_like=True):
+    """The parts of one SARIF result kept until its run's rules are known (maybe on disk)."""
 
     rule_id: str | None
     rule_index: int | None
@@ -130,14 +131,13 @@ def parse(source: Source) -> RawReport:
     """Stream every run's results; resolve rules and tool names once the whole log was read."""
     _check_version(source.info.values.get("version"), required=False)
     scan = source.scan(_RESULTS, group=_RUN, meta=_META)
-    pending = list(each(scan.items(), "SARIF result", _read_result))
+    pending = source.store(tuple[int, _Result])
+    for ordinal, result in enumerate(each(scan.items(), "SARIF result", _read_result)):
+        if result is not None:
+            pending.append((ordinal, result))
     _check_version(scan.first("version"), required=True)
     runs = [_run(scan, group) for group in range(scan.groups)]
-    drafts = [
-        _draft(result, runs[scan.group_of(ordinal)])
-        for ordinal, result in enumerate(pending)
-        if result is not None
-    ]
+    drafts = (_draft(result, runs[scan.group_of(ordinal)]) for ordinal, result in pending)
     first = runs[0] if runs else _Run("sarif", None)
     return RawReport(tool=first.tool, tool_version=first.version, drafts=drafts)
 

@@ -72,6 +72,7 @@ def event_store_batch_rate(
                     scan_id=None,
                     seen_at=now,
                     sla_due=None,
+                    sla_days=None,
                     actor="bench",
                 )
             )

@@ -120,8 +120,8 @@ async def test_pearl_up_embedded_serves_http_and_nats_then_stops_on_ctrl_c(tmp_p
             r = await http.get("/v1/audit", params={"project": project}, headers=admin)
             assert [e["type"] for e in r.json()["items"]] == [
                 "pearl.project.created.v1",
-                "pearl.finding.recorded.v1",
-                "pearl.finding.recorded.v1",
+                "pearl.finding.recorded.v2",
+                "pearl.finding.recorded.v2",
             ]
     finally:
         proc.send_signal(signal.SIGINT)

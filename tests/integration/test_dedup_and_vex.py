@@ -142,7 +142,7 @@ async def test_one_finding_lists_both_tools_when_trivy_and_grype_report_the_same
     r = await stack.http.get(f"/v1/findings/{shared['id']}", headers=stack.admin)
     history = r.json()["history"]
     assert [(h["type"], h["data"].get("tool")) for h in history] == [
-        ("pearl.finding.recorded.v1", "trivy"),
+        ("pearl.finding.recorded.v2", "trivy"),
         ("pearl.finding.seen_again.v1", "grype"),
     ]
 

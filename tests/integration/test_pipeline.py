@@ -38,7 +38,7 @@ async def test_finding_recorded_over_http_is_readable_from_read_model_and_audit(
         "/v1/audit", params={"project": project, "min_position": position}, headers=stack.admin
     )
     types = [e["type"] for e in r.json()["items"]]
-    assert types == ["pearl.project.created.v1", "pearl.finding.recorded.v1"]
+    assert types == ["pearl.project.created.v1", "pearl.finding.recorded.v2"]
     assert all(e["trace_id"] for e in r.json()["items"])
 
 
@@ -61,7 +61,7 @@ async def test_finding_recorded_over_nats_is_applied_once_when_redelivered(stack
         return [e for e in r.json()["items"] if e["aggregate"] == "finding"]
 
     entries = await eventually(audited)
-    assert [e["type"] for e in entries] == ["pearl.finding.recorded.v1"]
+    assert [e["type"] for e in entries] == ["pearl.finding.recorded.v2"]
 
 
 async def test_same_finding_twice_is_seen_again_not_duplicated(stack: Stack):
@@ -80,7 +80,7 @@ async def test_same_finding_twice_is_seen_again_not_duplicated(stack: Stack):
     )
     body = r.json()
     assert [h["type"] for h in body["history"]] == [
-        "pearl.finding.recorded.v1",
+        "pearl.finding.recorded.v2",
         "pearl.finding.seen_again.v1",
     ]
 

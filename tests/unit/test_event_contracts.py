@@ -10,7 +10,7 @@ from uuid import UUID
 import msgspec
 
 from contracts.commands import CreateOrg, CreateProject, IssueApiKey, RecordFinding
-from contracts.events import EVENT_TYPES
+from contracts.events import EVENT_TYPES, HISTORICAL
 from contracts.schemas import asyncapi, event_schemas
 from contracts.targets import RegisterScanTarget, UpdateScanTarget
 from domain.ingest import ScanMeta
@@ -95,7 +95,7 @@ def test_every_stored_event_has_a_contract_whose_fields_match_when_mapped():
         assert set(env.data) == set(contract.__struct_fields__), env.type
         assert msgspec.to_builtins(payload).keys() == env.data.keys()
         seen.add(env.type)
-    assert seen == set(EVENT_TYPES), set(EVENT_TYPES) - seen
+    assert seen == set(EVENT_TYPES) - HISTORICAL, set(EVENT_TYPES) - HISTORICAL - seen
 
 
 def test_committed_event_schemas_and_asyncapi_match_code_when_contracts_change():
@@ -112,3 +112,71 @@ def test_asyncapi_lists_a_channel_per_event_and_bus_command():
     assert "pearl.evt.{org}.finding.recorded" in addresses
     assert "pearl.cmd.{org}.scan.submit" in addresses
     assert doc["asyncapi"] == "3.0.0"
+
+
+def _store_v1_recorded(app: PearlApp, project: UUID) -> UUID:
+    """Write a Finding.Recorded exactly as v1 code stored it (no sla_days, no class_version)."""
+    from eventsourcing.persistence import StoredEvent
+
+    from domain.finding import finding_id
+
+    fid = finding_id(project, "legacy-fp")
+    state = {
+        "timestamp": {"_type_": "datetime_iso", "_data_": "2026-01-01T00:00:00+00:00"},
+        "originator_topic": "domain.finding:Finding",
+        "org": "acme",
+        "actor": "system:old",
+        "traceparent": "",
+        "project_id": str(project),
+        "fingerprint": "legacy-fp",
+        "tool": "bandit",
+        "rule_id": "B101",
+        "title": "assert used",
+        "severity": "high",
+        "details": {"path": "a.py", "line": 3, "message": "", "cwe": [], "cve": []},
+        "scan_id": None,
+        "seen_at": "2026-01-01T00:00:00+00:00",
+        "sla_due": "2026-01-31T00:00:00+00:00",
+    }
+    stored = StoredEvent(
+        originator_id=fid,
+        originator_version=1,
+        topic="domain.finding:Finding.Recorded",
+        state=json.dumps(state).encode(),
+    )
+    app.recorder.insert_events([stored])
+    return fid
+
+
+def test_v1_finding_recorded_stored_before_v2_loads_upcast_and_maps_to_v2():
+    from domain.finding import Finding
+
+    app = PearlApp(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    admin = app.authenticate(app.bootstrap_admin_key())
+    app.create_org(admin, CreateOrg(slug="acme", name="Acme"))
+    project = UUID(app.create_project(admin, "acme", CreateProject(slug="w", name="W")).ids["id"])
+    fid = _store_v1_recorded(app, project)
+
+    finding = app.repository.get(fid)
+    assert isinstance(finding, Finding)
+    assert (finding.sla_days, finding.severity, finding.status) == (30, "high", "open")
+    app.record_finding(
+        admin,
+        project,
+        RecordFinding(
+            tool="bandit",
+            rule_id="B101",
+            title="assert used",
+            severity="high",
+            fingerprint="legacy-fp",
+        ),
+    )
+    assert app.repository.get(fid).version == 2  # the legacy finding was seen again, not new
+    notes = [n for n in app.recorder.select_notifications(1, 100) if n.originator_id == fid]
+    envelopes = [to_envelope(app.mapper.to_domain_event(n), n.id) for n in notes]
+    assert [e.type for e in envelopes] == [
+        "pearl.finding.recorded.v2",
+        "pearl.finding.seen_again.v1",
+    ]
+    assert envelopes[0].data["sla_days"] == 30
+    msgspec.convert(envelopes[0].data, type=EVENT_TYPES[envelopes[0].type], strict=True)

@@ -30,6 +30,7 @@ def new_finding(**overrides: Any) -> Finding:
         "scan_id": "scan-1",
         "seen_at": T0,
         "sla_due": None,
+        "sla_days": 30,
         "actor": ACTOR,
     }
     fields.update(overrides)

@@ -44,7 +44,7 @@ def test_envelope_type_names_the_aggregate_and_event_when_finding_is_seen_again(
 
     types = [e.type for e in envelopes(app)]
 
-    assert types[-2:] == ["pearl.finding.recorded.v1", "pearl.finding.seen_again.v1"]
+    assert types[-2:] == ["pearl.finding.recorded.v2", "pearl.finding.seen_again.v1"]
 
 
 def test_envelope_snake_cases_the_aggregate_when_event_is_of_an_api_key(
@@ -82,7 +82,7 @@ def test_envelope_carries_metadata_outside_data_when_finding_is_recorded(
 ) -> None:
     result = app.record_finding(operator, project, finding_cmd())
 
-    env = last_of_type(app, "pearl.finding.recorded.v1")
+    env = last_of_type(app, "pearl.finding.recorded.v2")
 
     assert env.org == org
     assert env.actor == operator.actor
@@ -162,7 +162,7 @@ def test_envelope_has_no_traceparent_when_none_was_set_during_the_command(
 ) -> None:
     app.record_finding(operator, project, finding_cmd())
 
-    assert last_of_type(app, "pearl.finding.recorded.v1").traceparent is None
+    assert last_of_type(app, "pearl.finding.recorded.v2").traceparent is None
 
 
 def test_envelope_carries_the_traceparent_when_it_was_set_during_the_command(
@@ -175,7 +175,7 @@ def test_envelope_carries_the_traceparent_when_it_was_set_during_the_command(
     finally:
         current_traceparent.reset(token)
 
-    recorded = last_of_type(app, "pearl.finding.recorded.v1")
+    recorded = last_of_type(app, "pearl.finding.recorded.v2")
     seen = last_of_type(app, "pearl.finding.seen_again.v1")
     assert recorded.traceparent == TRACEPARENT
     assert seen.traceparent == TRACEPARENT
