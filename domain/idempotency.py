@@ -44,8 +44,10 @@ class IdempotencyStore(Protocol):
 
     def find_idempotency(self, org: str, key: str) -> IdempotencyRecord | None: ...
 
-    def select_events_for(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
-        """Every stored event of the given aggregates, in one round trip (bulk loads)."""
+    def select_events_for(
+        self, originator_ids: Sequence[UUID], upto: int | None = None
+    ) -> list[StoredEvent]:
+        """Every stored event of the given aggregates (up to a store position), in one query."""
         ...
 
 
@@ -81,6 +83,11 @@ class MemoryIdempotentRecorder(POPOApplicationRecorder):
         with self._database_lock:
             return self._claims.get((org, key))
 
-    def select_events_for(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
+    def select_events_for(
+        self, originator_ids: Sequence[UUID], upto: int | None = None
+    ) -> list[StoredEvent]:
         with self._database_lock:
-            return [e for i in originator_ids for e in self.select_events(i)]
+            wanted = {str(i) for i in originator_ids}
+            events = self._stored_events if upto is None else self._stored_events[:upto]
+            chosen = [e for e in events if str(e.originator_id) in wanted]
+            return sorted(chosen, key=lambda e: (str(e.originator_id), e.originator_version))

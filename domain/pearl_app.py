@@ -473,12 +473,21 @@ class PearlApp(ScanTargetCommands, Application[UUID]):
         authorize(principal, Action.FINDING_READ, scan.org)
         return scan
 
-    def _load_many(self, cls: type[A], ids: list[UUID]) -> dict[UUID, A]:
+    def project_as_of(
+        self, principal: Principal, project_id: UUID, finding_ids: list[UUID], position: int
+    ) -> tuple[Project | None, list[Finding]]:
+        """Time travel: the project and its findings as they were at a store position."""
+        current = self._project_for(principal, project_id, Action.FINDING_READ)
+        project = self._load_many(Project, [current.id], upto=position).get(current.id)
+        findings = self._load_many(Finding, finding_ids, upto=position)
+        return project, [f for f in findings.values() if f.org == current.org]
+
+    def _load_many(self, cls: type[A], ids: list[UUID], upto: int | None = None) -> dict[UUID, A]:
         """Reconstruct many aggregates from one bulk read (10,000 findings: one round trip)."""
         store = self.recorder
         assert isinstance(store, IdempotencyStore)
         by_id: dict[UUID, list[Any]] = {}
-        for stored in store.select_events_for(ids):
+        for stored in store.select_events_for(ids, upto):
             by_id.setdefault(UUID(str(stored.originator_id)), []).append(
                 self.mapper.to_domain_event(stored)
             )

@@ -159,6 +159,30 @@ async def finding(pool: Pool, finding_id: str, scope: str) -> dict[str, Any] | N
     return rows[0] if rows else None
 
 
+async def position_at(pool: Pool, org_slug: str, when: datetime) -> int:
+    """The store position of the org's last event at or before `when` (0 before any)."""
+    rows = await _rows(
+        pool,
+        "SELECT coalesce(max(position), 0) AS position FROM audit_log"
+        " WHERE org = %s AND occurred_at <= %s",
+        (org_slug, when),
+        org_slug,
+    )
+    return int(rows[0]["position"])
+
+
+async def aggregate_ids(pool: Pool, org_slug: str, project_id: str, aggregate: str) -> list[str]:
+    """Every aggregate of a kind that ever belonged to a project (scope never changes)."""
+    rows = await _rows(
+        pool,
+        "SELECT aggregate_id FROM aggregate_scope WHERE org = %s AND project_id = %s"
+        " AND aggregate = %s",
+        (org_slug, project_id, aggregate),
+        org_slug,
+    )
+    return [str(r["aggregate_id"]) for r in rows]
+
+
 SCAN_COLUMNS = (
     "id, org, project_id, tool, tool_version, format, target, branch, full_scan AS full, digest,"
     " size, counts, submitted_at, actor"

@@ -50,7 +50,8 @@ class PostgresPearlRecorder(PostgresApplicationRecorder):
         ).format(table)
         self._select_many = SQL(
             "SELECT originator_id, originator_version, topic, state FROM {0}.{1}"
-            " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+            " WHERE originator_id = ANY(%s) AND notification_id <= %s"
+            " ORDER BY originator_id, originator_version"
         ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
         self._select_claim = SQL(
             "SELECT request_hash, response, position FROM {0} WHERE org = %s AND key = %s"
@@ -97,11 +98,14 @@ class PostgresPearlRecorder(PostgresApplicationRecorder):
         curs.execute(self.insert_events_statement, (rows,))
         return [row["notification_id"] for row in curs.fetchall()]
 
-    def select_events_for(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
+    def select_events_for(
+        self, originator_ids: Sequence[UUID], upto: int | None = None
+    ) -> list[StoredEvent]:
         if not originator_ids:
             return []
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._select_many, (list(originator_ids),), prepare=True)
+            limit = upto if upto is not None else 2**62
+            curs.execute(self._select_many, (list(originator_ids), limit), prepare=True)
             return [
                 StoredEvent(
                     originator_id=row["originator_id"],

@@ -21,7 +21,8 @@ from contracts.commands import (
     TriageFinding,
 )
 from domain.authz import Action, Principal, authorize
-from domain.errors import NotFound
+from domain.errors import InvalidInput, NotFound
+from domain.finding import Finding
 from domain.pearl_app import CommandResult, command_idempotency
 from domain.wire import to_envelope
 from projections import queries
@@ -79,6 +80,44 @@ async def event_history(ctx: ApiContext, aggregate_id: UUID) -> list[dict[str, A
             }
         )
     return history
+
+
+async def as_of_position(ctx: ApiContext, org: str, as_of: str) -> int:
+    """An `as_of` query value (position or ISO time) as a store position."""
+    if as_of.isdigit():
+        return int(as_of)
+    try:
+        when = datetime.fromisoformat(as_of)
+    except ValueError:
+        raise InvalidInput("as_of must be an event position or an ISO 8601 time") from None
+    if when.tzinfo is None:
+        raise InvalidInput("as_of needs a time zone (e.g. 2026-11-25T12:00:00Z)")
+    return await queries.position_at(ctx.pool, org, when)
+
+
+def finding_state(f: Finding) -> dict[str, Any]:
+    """A finding aggregate in the shape of the findings read model."""
+    return {
+        "id": str(f.id),
+        "org": f.org,
+        "project_id": f.project_id,
+        "fingerprint": f.fingerprint,
+        "tool": f.tool,
+        "sources": list(f.sources),
+        "rule_id": f.rule_id,
+        "title": f.title,
+        "severity": f.severity,
+        "status": f.status,
+        "path": f.details.get("path"),
+        "line": f.details.get("line"),
+        "details": f.details,
+        "first_seen": f.first_seen,
+        "last_seen": f.last_seen,
+        "scan_count": f.scan_count,
+        "sla_due": f.sla_due,
+        "justification": f.justification,
+        "version": f.version,
+    }
 
 
 def accepted(result: CommandResult, status: int = 201) -> Response[dict[str, Any]]:
@@ -243,6 +282,41 @@ class ProjectController(Controller):
             limit=limit,
         )
         return {"items": page.items, "next_cursor": page.next_cursor}
+
+    @get(
+        "/{project_id:uuid}/state",
+        operation_id="getProjectStateAsOf",
+        summary="Time travel: the project and its findings as they were at a time or position",
+        description="`as_of` is an event position (an integer) or an ISO 8601 time. The state "
+        "is recomputed from the event store, not read from the read models.",
+    )
+    async def state_as_of(
+        self, ctx: ApiContext, principal: Principal, project_id: UUID, as_of: str
+    ) -> dict[str, Any]:
+        project = await visible_project(ctx, principal, project_id, Action.FINDING_READ)
+        position = await as_of_position(ctx, project["org"], as_of)
+        ids = await queries.aggregate_ids(ctx.pool, project["org"], str(project_id), "finding")
+        then, findings = await asyncio.to_thread(
+            ctx.pearl.project_as_of, principal, project_id, [UUID(i) for i in ids], position
+        )
+        if then is None:
+            raise NotFound(f"project {project_id} did not exist at position {position}")
+        items = sorted((finding_state(f) for f in findings), key=lambda f: str(f["id"]))
+        summary: dict[str, int] = {}
+        for item in items:
+            summary[item["status"]] = summary.get(item["status"], 0) + 1
+        return {
+            "as_of_position": position,
+            "project": {
+                "id": str(then.id),
+                "org": then.org,
+                "slug": then.slug,
+                "name": then.name,
+                "environments": then.environments,
+            },
+            "findings": items,
+            "summary": summary,
+        }
 
     @post(
         "/{project_id:uuid}/scans",
