@@ -141,6 +141,23 @@ async def apply_batch(conn: AsyncConnection[Any], items: Sequence[Item]) -> Batc
     return BatchOutcome(applied, duplicates, gap_at, position)
 
 
+async def replay_into(
+    conn: AsyncConnection[Any], envelopes: Sequence[EventEnvelope], chosen: Sequence[Projection]
+) -> None:
+    """Apply events to some read models only (a partial rebuild); no checkpoint is moved."""
+    batch = Batch()
+    fresh = list(envelopes)
+    async with conn.cursor() as cur:
+        await scope.preload(cur, fresh, batch)
+        await audit.preload(cur, fresh, batch)
+        async with conn.pipeline():
+            for env in fresh:
+                for projection in chosen:
+                    await projection.apply(cur, env, batch)
+            if audit.PROJECTION in chosen:
+                await audit.finish(cur, batch)
+
+
 async def checkpoint(conn: AsyncConnection[Any]) -> int:
     """The event-store position the read models have reached."""
     cur = await conn.execute(

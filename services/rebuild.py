@@ -6,12 +6,12 @@ import psycopg
 
 from contracts.envelope import EventEnvelope
 from domain.wire import to_envelope
-from projections.rebuild import rebuild
+from projections.rebuild import rebuild, rebuild_some
 from services.runtime import build_app
 from services.settings import Settings
 
 
-async def rebuild_read_models(settings: Settings) -> int:
+async def rebuild_read_models(settings: Settings, names: list[str] | None = None) -> int:
     _, database_url = settings.require_urls()
     app = build_app(settings)
 
@@ -21,6 +21,8 @@ async def rebuild_read_models(settings: Settings) -> int:
 
     try:
         async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            if names:
+                return await rebuild_some(conn, names, read_batch)
             return await rebuild(conn, read_batch)
     finally:
         app.close()

@@ -80,7 +80,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     telemetry.setup("rebuild", settings.log_level, json_logs=False)
-    count = asyncio.run(rebuild_read_models(settings))
+    count = asyncio.run(rebuild_read_models(settings, args.name))
     print(f"rebuilt read models from {count} events")
     return 0
 
@@ -249,6 +249,7 @@ def parser() -> argparse.ArgumentParser:
     proj = sub.add_parser("projections", help="read-model maintenance")
     proj_sub = proj.add_subparsers(dest="action", required=True)
     reb = proj_sub.add_parser("rebuild", help="rebuild every read model from the event store")
+    reb.add_argument("--name", action="append", help="only this read model (repeatable)")
     reb.set_defaults(func=cmd_rebuild)
 
     scan = sub.add_parser("scan", help="scanner reports")
