@@ -188,6 +188,15 @@ class ScanJobCancelled(Payload, frozen=True, kw_only=True):
     cancelled_at: str
 
 
+class AuditCheckpointSigned(Payload, frozen=True, kw_only=True):
+    seq: int
+    position: int
+    hash: str
+    public_key: str
+    signature: str
+    signed_at: str
+
+
 EVENT_TYPES: dict[str, type[Payload]] = {
     event_type("org", "created"): OrgCreated,
     event_type("project", "created"): ProjectCreated,
@@ -204,6 +213,7 @@ EVENT_TYPES: dict[str, type[Payload]] = {
     event_type("scan_scope", "opened"): ScanScopeOpened,
     event_type("scan_scope", "membership_changed"): ScanScopeMembershipChanged,
     event_type("access_denial", "recorded"): AccessDenialRecorded,
+    event_type("audit_checkpoint", "signed"): AuditCheckpointSigned,
     event_type("scan_target", "registered"): ScanTargetRegistered,
     event_type("scan_target", "updated"): ScanTargetDefined,
     event_type("scan_target", "reregistered"): ScanTargetDefined,

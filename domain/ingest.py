@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -11,7 +11,26 @@ from uuid import UUID
 from domain.finding import Finding, finding_id
 from domain.policy import sla_days_for, sla_due
 from domain.project import Project
+from domain.scanners import ReportStream
 from domain.scanners.model import NormalizedFinding, ParsedReport
+
+#: A whole report in memory, or one streamed from its spill file in chunks (bounded memory).
+Report = ParsedReport | ReportStream
+
+
+def finding_count(report: Report) -> int:
+    return report.count if isinstance(report, ReportStream) else len(report.findings)
+
+
+def finding_chunks(report: Report, size: int) -> Iterator[ParsedReport]:
+    """The report's findings as in-memory reports of at most `size` findings each."""
+    if isinstance(report, ReportStream):
+        for chunk in report.chunks(size):
+            yield ParsedReport(report.format, report.tool, report.tool_version, chunk)
+        return
+    for start in range(0, len(report.findings), size):
+        yield replace(report, findings=report.findings[start : start + size])
+
 
 MAX_TARGET_LEN = 500
 

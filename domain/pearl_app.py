@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
@@ -17,6 +17,7 @@ from eventsourcing.popo import POPOFactory
 from contracts.commands import CreateOrg, CreateProject, IssueApiKey, RecordFinding
 from domain.access import AccessDenial
 from domain.api_key import ApiKey, api_key_id, generate_key, split_token
+from domain.audit_checkpoint import AuditCheckpoint, checkpoint_id
 from domain.authz import SYSTEM_ORG, Action, Principal, Role, authorize
 from domain.errors import (
     ConcurrencyConflict,
@@ -35,13 +36,20 @@ from domain.idempotency import (
     MemoryIdempotentRecorder,
     request_digest,
 )
-from domain.ingest import IngestPlan, ScanMeta, fix_missing, plan_ingest
+from domain.ingest import (
+    IngestPlan,
+    Report,
+    ScanMeta,
+    finding_chunks,
+    finding_count,
+    fix_missing,
+    plan_ingest,
+)
 from domain.org import Org, org_id
 from domain.policy import sla_days_for, sla_due
 from domain.project import Project
 from domain.scan_report import ScanReport, scan_report_id
 from domain.scan_scope import ScanScope, scan_scope_id
-from domain.scanners.model import ParsedReport
 from domain.targets_app import ScanTargetCommands
 
 A = TypeVar("A", bound=Aggregate)
@@ -221,6 +229,28 @@ class PearlApp(ScanTargetCommands, Application[UUID]):
         key.revoke(reason=reason, actor=principal.actor)
         return self._commit(org, {"key_id": key_id}, None, key)
 
+    def record_checkpoint(
+        self, org: str, seq: int, position: int, digest: str, public_key: str, signature: str
+    ) -> bool:
+        """Store a signed audit checkpoint once (False when that head was already signed)."""
+        if self._exists(checkpoint_id(org, seq)):
+            return False
+        checkpoint = AuditCheckpoint(
+            org=org,
+            seq=seq,
+            position=position,
+            hash=digest,
+            public_key=public_key,
+            signature=signature,
+            signed_at=self.now(),
+            actor="system:audit-checkpoint",
+        )
+        try:
+            self.save(checkpoint)
+        except IntegrityError:
+            return False
+        return True
+
     def mark_key_used(self, key_id: str) -> None:
         """Record a key's last use; a concurrent use recorded first is as good."""
         key = self._load(ApiKey, api_key_id(key_id), f"API key {key_id!r}")
@@ -357,7 +387,7 @@ class PearlApp(ScanTargetCommands, Application[UUID]):
         self,
         principal: Principal,
         project_id: UUID,
-        report: ParsedReport,
+        report: Report,
         meta: ScanMeta,
         idem: Idempotency | None = None,
         org: str | None = None,
@@ -415,7 +445,7 @@ class PearlApp(ScanTargetCommands, Application[UUID]):
         return self._commit(project.org, scan.summary(), idem, scan, scope, *plan.changed, *fixed)
 
     def _ingest_findings(
-        self, project: Project, report: ParsedReport, scan_id: str, now: datetime, actor: str
+        self, project: Project, report: Report, scan_id: str, now: datetime, actor: str
     ) -> IngestPlan:
         """Record/observe a report's findings; large reports in chunks of bounded memory.
 
@@ -424,22 +454,11 @@ class PearlApp(ScanTargetCommands, Application[UUID]):
         retry after a crash skips what the interrupted attempt already applied (same scan id).
         """
         pid = str(project.id)
-        findings = report.findings
-        if len(findings) <= INGEST_CHUNK:
-            ids = [finding_id(pid, f.fingerprint) for f in findings]
-            return plan_ingest(
-                project=project,
-                report=report,
-                scan_id=scan_id,
-                now=now,
-                existing=self._load_many(Finding, ids),
-                actor=actor,
-            )
+        single = finding_count(report) <= INGEST_CHUNK
         total = IngestPlan(
             [], set(), {"new": 0, "seen_again": 0, "reopened": 0, "fixed": 0, "total": 0}
         )
-        for start in range(0, len(findings), INGEST_CHUNK):
-            part = replace(report, findings=findings[start : start + INGEST_CHUNK])
+        for part in finding_chunks(report, INGEST_CHUNK):
             ids = [finding_id(pid, f.fingerprint) for f in part.findings]
             plan = plan_ingest(
                 project=project,
@@ -449,6 +468,8 @@ class PearlApp(ScanTargetCommands, Application[UUID]):
                 existing=self._load_many(Finding, ids),
                 actor=actor,
             )
+            if single:
+                return plan
             plan.seen_ids -= total.seen_ids  # a fingerprint repeated across chunks counts once
             self.save(*plan.changed)
             total.seen_ids |= plan.seen_ids

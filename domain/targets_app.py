@@ -20,11 +20,10 @@ from contracts.targets import RegisterScanTarget, TargetDefinition
 from domain.authz import Action, Principal, Role, authorize
 from domain.errors import Conflict, CrossOrg
 from domain.idempotency import IdempotencyStore, request_digest
-from domain.ingest import ScanMeta
+from domain.ingest import Report, ScanMeta
 from domain.project import Project
 from domain.scan_job import ScanJob, Step, next_step, scan_job_id
 from domain.scan_target import ScanTarget, TargetSpec, check_name, scan_target_id
-from domain.scanners.model import ParsedReport
 
 if TYPE_CHECKING:
     from domain.pearl_app import CommandResult, Idempotency
@@ -66,7 +65,7 @@ class TargetHost(Protocol):
         self,
         principal: Principal,
         project_id: UUID,
-        report: ParsedReport,
+        report: Report,
         meta: ScanMeta,
         idem: Idempotency | None = None,
         org: str | None = None,
@@ -283,7 +282,7 @@ class ScanTargetCommands:
         )
 
     def ingest_job_report(
-        self: TargetHost, job_id: UUID, report: ParsedReport, digest: str, size: int
+        self: TargetHost, job_id: UUID, report: Report, digest: str, size: int
     ) -> CommandResult:
         """Submit a job's report through the same ingestion as HTTP, at most once per job.
 

@@ -74,8 +74,65 @@ def _stored_rows(
         yield from cur
 
 
-def verify_store(app: PearlApp, database_url: str, org: str | None) -> tuple[int, int | None]:
-    """(entries checked, first bad position or None): audit_log against the event store."""
+CHECKPOINT_TOPIC = "domain.audit_checkpoint:AuditCheckpoint.Signed"
+
+
+def stored_checkpoints(app: PearlApp) -> dict[tuple[str, int], dict[str, Any]]:
+    """Every signed checkpoint in the store, by (org, seq)."""
+    found: dict[tuple[str, int], dict[str, Any]] = {}
+    after = 0
+    while True:
+        notes = app.recorder.select_notifications(after + 1, BATCH, topics=[CHECKPOINT_TOPIC])
+        if not notes:
+            return found
+        for note in notes:
+            data = to_envelope(app.mapper.to_domain_event(note), note.id)
+            found[(data.org, int(data.data["seq"]))] = data.data
+        after = notes[-1].id
+
+
+def checkpoint_holds(cp: dict[str, Any], org: str, digest: str, pinned: str | None) -> bool:
+    """The checkpoint names this hash for its seq and its signature is valid (by `pinned`)."""
+    if cp["hash"] != digest or (pinned and cp["public_key"] != pinned):
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(base64.b64decode(cp["public_key"])).verify(
+            base64.b64decode(cp["signature"]), checkpoint_message(org, cp["seq"], digest)
+        )
+    except Exception:
+        return False
+    return True
+
+
+def sign_checkpoints(
+    app: PearlApp, database_url: str, key: Ed25519PrivateKey, org: str | None = None
+) -> list[tuple[str, int]]:
+    """Sign each org's chain head as recomputed from the store (never from the read model)."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT position FROM projection_checkpoint WHERE name = 'read_models'"
+        ).fetchone()
+    upto = int(row[0]) if row else 0
+    heads: dict[str, Entry] = {}
+    for entry in chain(store_events(app, upto), org):
+        heads[entry.env.org] = entry
+    signed = []
+    public = public_key_b64(key)
+    for name, head in sorted(heads.items()):
+        signature = base64.b64encode(key.sign(checkpoint_message(name, head.seq, head.hash)))
+        if app.record_checkpoint(
+            name, head.seq, head.env.position, head.hash, public, signature.decode()
+        ):
+            signed.append((name, head.seq))
+    return signed
+
+
+def verify_store(
+    app: PearlApp, database_url: str, org: str | None, public_key: str | None = None
+) -> tuple[int, int | None]:
+    """(entries checked, first bad position or None): audit_log and the signed checkpoints
+    against the chain recomputed from the event store."""
+    checkpoints = stored_checkpoints(app)
     with psycopg.connect(database_url) as conn:
         row = conn.execute(
             "SELECT position FROM projection_checkpoint WHERE name = 'read_models'"
@@ -101,6 +158,9 @@ def verify_store(app: PearlApp, database_url: str, org: str | None) -> tuple[int
                 env.data,
             )
             if tuple(got[1:]) != content:
+                return checked, env.position
+            cp = checkpoints.get((env.org, entry.seq))
+            if cp is not None and not checkpoint_holds(cp, env.org, entry.hash, public_key):
                 return checked, env.position
             checked += 1
         extra = next(stored, None)

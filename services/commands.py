@@ -16,7 +16,7 @@ from domain.authz import Principal
 from domain.errors import InvalidInput
 from domain.ingest import ScanMeta
 from domain.pearl_app import CommandResult, Idempotency, PearlApp
-from domain.scanners import ParsedReport
+from domain.scanners import ReportStream
 from services.reports import ReportStore, Spooled, meta_for, parse_file, spool_bytes
 from services.target_commands import register_scan_target, request_scan_job
 
@@ -54,8 +54,11 @@ def _create_project(
 
 @dataclass(frozen=True, slots=True)
 class PreparedScan:
-    report: ParsedReport
+    report: ReportStream
     meta: ScanMeta
+
+    def close(self) -> None:
+        self.report.close()
 
 
 async def _prepare_scan(store: ReportStore | None, cmd: SubmitScan) -> PreparedScan:

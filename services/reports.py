@@ -17,7 +17,7 @@ from nats.js.errors import BucketNotFoundError, ObjectNotFoundError
 from contracts.subjects import Subjects
 from domain.errors import InvalidInput, PayloadTooLarge, ReportError
 from domain.ingest import ScanMeta
-from domain.scanners import ParsedReport, parse_report
+from domain.scanners import ReportStream, stream_report
 
 CHUNK = 1024 * 1024
 
@@ -55,9 +55,13 @@ def spool_bytes(data: bytes) -> Iterator[Spooled]:
         yield Spooled(Path(tmp.name), hashlib.sha256(data).hexdigest(), len(data))
 
 
-def parse_file(path: Path, tool: str | None) -> ParsedReport:
+def parse_file(path: Path, tool: str | None) -> ReportStream:
+    """Validate the whole report, spilling its findings to disk: memory stays flat in its size.
+
+    The caller closes the stream (it owns an anonymous spill file until then).
+    """
     with path.open("rb") as fh:
-        return parse_report(fh, tool)
+        return stream_report(fh, tool, spill_dir=str(path.parent))
 
 
 def meta_for(spooled: Spooled, target: str, branch: str, full: bool) -> ScanMeta:

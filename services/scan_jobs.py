@@ -230,11 +230,14 @@ class ScanJobRunner:
         """The same path as an HTTP upload: spool and hash, parse whole, keep, submit."""
         with spool_bytes(raw) as spooled:
             report = await asyncio.to_thread(parse_file, spooled.path, PARSERS[run.scanner])
-            if self.reports is not None:
-                await self.reports.put(spooled)
-            result = await asyncio.to_thread(
-                self.app.ingest_job_report, run.job_id, report, spooled.digest, spooled.size
-            )
+            try:
+                if self.reports is not None:
+                    await self.reports.put(spooled)
+                result = await asyncio.to_thread(
+                    self.app.ingest_job_report, run.job_id, report, spooled.digest, spooled.size
+                )
+            finally:
+                report.close()
         return dict(result.ids), report.tool_version
 
     async def recover(self, job_id: UUID, attempt: int) -> None:

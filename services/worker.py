@@ -159,7 +159,12 @@ class CommandProcessor:
                 attachment = await decoded.route.prepare(self.reports, decoded.cmd)
             except PearlError as exc:
                 return Outcome("dead", exc.detail, exc.code)
-        return await asyncio.to_thread(self.run, decoded, attachment)
+        try:
+            return await asyncio.to_thread(self.run, decoded, attachment)
+        finally:
+            close = getattr(attachment, "close", None)
+            if close is not None:
+                close()
 
     async def process(self, msg: RawNatsMessage) -> None:
         raw = msg.raw_message

@@ -137,7 +137,7 @@ def parse(source: Source) -> RawReport:
             pending.append((ordinal, result))
     _check_version(scan.first("version"), required=True)
     runs = [_run(scan, group) for group in range(scan.groups)]
-    drafts = (_draft(result, runs[scan.group_of(ordinal)]) for ordinal, result in pending)
+    drafts = (_draft(result, runs[scan.group_of(ordinal)]) for ordinal, result in pending.drain())
     first = runs[0] if runs else _Run("sarif", None)
     return RawReport(tool=first.tool, tool_version=first.version, drafts=drafts)
 

@@ -35,16 +35,39 @@ class Store(Protocol[T]):
     def __iter__(self) -> Iterator[T]:
         """Yield every stored record in the order it was appended."""
 
+    def drain(self) -> Iterator[T]:
+        """Yield every record once, in order, releasing each as soon as it has been yielded."""
+
     def close(self) -> None:
         """Release the records (a spill file is closed, which frees its disk space)."""
 
 
-class MemoryStore(list[T]):
+class MemoryStore(Generic[T]):
     """A Store kept in memory, for reports parsed whole."""
+
+    def __init__(self) -> None:
+        self._records: list[T | None] = []
+
+    def append(self, record: T, /) -> None:
+        """Add a record after the ones already stored."""
+        self._records.append(record)
+
+    def __iter__(self) -> Iterator[T]:
+        """Yield every stored record in the order it was appended."""
+        return (record for record in self._records if record is not None)
+
+    def drain(self) -> Iterator[T]:
+        """Yield every record once, in order, dropping each from the list as it goes."""
+        records = self._records
+        for index, record in enumerate(records):
+            records[index] = None
+            if record is not None:
+                yield record
+        records.clear()
 
     def close(self) -> None:
         """Drop the records."""
-        self.clear()
+        self._records.clear()
 
 
 class SpillFile(Generic[T]):
@@ -98,6 +121,11 @@ class SpillFile(Generic[T]):
         """Yield every stored record in the order it was appended."""
         for batch in self.batches():
             yield from batch
+
+    def drain(self) -> Iterator[T]:
+        """Yield every record once, in order, then delete the spill file."""
+        yield from self
+        self.close()
 
     @property
     def closed(self) -> bool:

@@ -343,11 +343,14 @@ class ProjectController(Controller):
         await asyncio.to_thread(ctx.pearl.authorize_scan, principal, project_id)
         async with spool(request.stream(), ctx.settings.max_report_bytes) as spooled:
             report = await asyncio.to_thread(parse_file, spooled.path, tool)
-            if ctx.reports is not None:
-                await ctx.reports.put(spooled)
-            meta = meta_for(spooled, target, branch, full)
-            idem = command_idempotency(idempotency_key, "submitScan", project_id, meta)
-            result = await run(ctx.pearl.submit_scan, principal, project_id, report, meta, idem)
+            try:
+                if ctx.reports is not None:
+                    await ctx.reports.put(spooled)
+                meta = meta_for(spooled, target, branch, full)
+                idem = command_idempotency(idempotency_key, "submitScan", project_id, meta)
+                result = await run(ctx.pearl.submit_scan, principal, project_id, report, meta, idem)
+            finally:
+                report.close()
         return accepted(result, 202)
 
     @get("/{project_id:uuid}/scans", operation_id="listScans")

@@ -166,7 +166,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         _, database_url = settings.require_urls()
         app = build_app(settings)
         try:
-            checked, bad = audit_cli.verify_store(app, database_url, args.org)
+            checked, bad = audit_cli.verify_store(app, database_url, args.org, args.public_key)
         finally:
             app.close()
         problem = None if bad is None else f"first bad entry at position {bad}"
@@ -174,6 +174,24 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         print(f"audit chain BROKEN after {checked} good entries: {problem}")
         return 1
     print(f"audit chain intact: {checked} entries verified")
+    return 0
+
+
+def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
+    from services import audit_cli
+    from services.runtime import build_app
+
+    settings = _settings(args)
+    _, database_url = settings.require_urls()
+    app = build_app(settings)
+    try:
+        signed = audit_cli.sign_checkpoints(
+            app, database_url, audit_cli.signing_key(settings.home), args.org
+        )
+    finally:
+        app.close()
+    for org, seq in signed:
+        print(f"signed {org} at entry {seq}")
     return 0
 
 
@@ -306,6 +324,9 @@ def parser() -> argparse.ArgumentParser:
     ver.add_argument("--from-export", help="verify an export file offline instead")
     ver.add_argument("--public-key", help="base64 Ed25519 key the checkpoint must be signed by")
     ver.set_defaults(func=cmd_audit_verify)
+    chk = aud_sub.add_parser("checkpoint", help="sign each org's chain head (run periodically)")
+    chk.add_argument("--org")
+    chk.set_defaults(func=cmd_audit_checkpoint)
     exp = aud_sub.add_parser("export", help="CloudEvents JSON Lines plus a signed checkpoint")
     exp.add_argument("--org", required=True)
     exp.add_argument("--since", help="ISO time (inclusive)")

@@ -141,3 +141,21 @@ async def test_cli_export_then_offline_verify_round_trip(stack: Stack, tmp_path:
         timeout=120,
     )
     assert r.returncode == 0, r.stdout
+
+
+async def test_signed_checkpoints_anchor_the_chain_and_forgeries_are_named(stack: Stack):
+    org, _ = await _activity(stack)
+    url = stack.settings.database_url or ""
+    key = Ed25519PrivateKey.generate()
+    signed = await asyncio.to_thread(audit_cli.sign_checkpoints, stack.app, url, key, org)
+    assert [name for name, _ in signed] == [org]
+    again = await asyncio.to_thread(audit_cli.sign_checkpoints, stack.app, url, key, org)
+    assert again == []  # the same head is signed once
+    await _activity(stack)  # more entries, including the checkpoint event itself
+    await stack.http.get("/v1/whoami", headers=stack.admin)
+    pinned = audit_cli.public_key_b64(key)
+    checked, bad = await asyncio.to_thread(audit_cli.verify_store, stack.app, url, org, pinned)
+    assert bad is None and checked > 0
+    other = audit_cli.public_key_b64(Ed25519PrivateKey.generate())
+    _, bad = await asyncio.to_thread(audit_cli.verify_store, stack.app, url, org, other)
+    assert bad is not None  # a checkpoint signed by another key than the deployment's

@@ -65,6 +65,7 @@ def _scenario() -> PearlApp:
     app.revoke_api_key(admin, "acme", key.ids["key_id"], "rotated")
     app.record_denial("acme", "service:x", "GET /v1/x", "/v1/x", "nope", "forbidden", "http")
     _targets_and_jobs(app, admin, project)
+    app.record_checkpoint("acme", 3, 4, "a" * 64, "cHVibGlj", "c2ln")
     return app
 
 
