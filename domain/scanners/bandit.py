@@ -38,8 +38,8 @@ def parse(source: Source) -> RawReport:
     """Stream results[]; Bandit's version is recovered from the results' `more_info` URLs."""
     scan = source.scan("results.item")
     versions: list[str] = []
-    drafts = list(each(scan.items(), "Bandit result", lambda item: _draft(item, versions)))
-    return RawReport(tool=NAME, tool_version=versions[0] if versions else None, drafts=drafts)
+    drafts = each(scan.items(), "Bandit result", lambda item: _draft(item, versions))
+    return RawReport(NAME, None).then_version(drafts, lambda: versions[0] if versions else None)
 
 
 def _draft(result: JsonObject, versions: list[str]) -> Draft:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from domain.scanners.common import (
     JsonObject,
     canonical_vuln,
@@ -19,8 +21,9 @@ from domain.scanners.common import (
     text,
     vuln_ids,
 )
-from domain.scanners.jsonstream import HeadInfo, Source
+from domain.scanners.jsonstream import HeadInfo, JsonScan, Source
 from domain.scanners.model import Draft, RawReport, ScannerFormat
+from domain.scanners.spill import Store
 
 NAME = "checkov"
 _SCA_TYPES = frozenset({"sca_package", "sca_image"})
@@ -45,16 +48,38 @@ def parse(source: Source) -> RawReport:
         group="item" if listed else "",
         meta=(f"{base}check_type", f"{base}summary.checkov_version", "checkov_version"),
     )
-    drafts = list(each(scan.items(), "Checkov failed check", _draft))
-    for ordinal, draft in enumerate(drafts):
-        check_type = text(
-            scan.first(f"{base}check_type", scan.group_of(ordinal) if listed else None)
+
+    def version() -> str | None:
+        return text(scan.first(f"{base}summary.checkov_version")) or text(
+            scan.first("checkov_version")
         )
-        _classify(draft, check_type)
-    version = text(scan.first(f"{base}summary.checkov_version")) or text(
-        scan.first("checkov_version")
-    )
-    return RawReport(tool=NAME, tool_version=version, drafts=drafts)
+
+    drafts = _classified(source, scan, f"{base}check_type", listed)
+    return RawReport(NAME, None).then_version(drafts, version)
+
+
+def _classified(source: Source, scan: JsonScan, prefix: str, listed: bool) -> Iterator[Draft]:
+    """Yield each failed check once its report's check_type is known, in report order.
+
+    Checkov writes check_type before the results, so drafts normally go on at once. Should a
+    check_type follow its results, that draft and every later one wait in a store (a spill file
+    when streaming) until the whole document was read.
+    """
+    waiting: Store[tuple[int, Draft]] | None = None
+    for ordinal, draft in enumerate(each(scan.items(), "Checkov failed check", _draft)):
+        group = scan.group_of(ordinal) if listed else None
+        if waiting is None and scan.values(prefix, group):
+            _classify(draft, text(scan.first(prefix, group)))
+            yield draft
+            continue
+        if waiting is None:
+            waiting = source.store(tuple[int, Draft])
+        waiting.append((ordinal, draft))
+    if waiting is None:
+        return
+    for ordinal, draft in waiting.drain():
+        _classify(draft, text(scan.first(prefix, scan.group_of(ordinal) if listed else None)))
+        yield draft
 
 
 def _draft(check: JsonObject) -> Draft:

@@ -29,7 +29,7 @@ def sniff(head: HeadInfo) -> bool:
 def parse(source: Source) -> RawReport:
     """Stream the array; every leak is a high-severity secret finding."""
     scan = source.scan("item")
-    return RawReport(tool=NAME, tool_version=None, drafts=list(each(scan.items(), "leak", _draft)))
+    return RawReport(tool=NAME, tool_version=None, drafts=each(scan.items(), "leak", _draft))
 
 
 def _draft(leak: JsonObject) -> Draft:

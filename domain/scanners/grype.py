@@ -44,8 +44,10 @@ def sniff(head: HeadInfo) -> bool:
 def parse(source: Source) -> RawReport:
     """Stream matches[]; the Grype version comes from `descriptor`."""
     scan = source.scan("matches.item", meta=("descriptor.version",))
-    drafts = list(each(scan.items(), "Grype match", _draft))
-    return RawReport(tool=NAME, tool_version=text(scan.first("descriptor.version")), drafts=drafts)
+    drafts = each(scan.items(), "Grype match", _draft)
+    return RawReport(NAME, None).then_version(
+        drafts, lambda: text(scan.first("descriptor.version"))
+    )
 
 
 def _draft(match: JsonObject) -> Draft:

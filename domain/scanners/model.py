@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -130,12 +130,28 @@ class RawReport:
     """What a format module hands back: the producing tool and its findings as drafts.
 
     `drafts` may be a one-shot iterator; it is consumed exactly once, and only after the format
-    module returned, so it may still raise ReportError for a bad report.
+    module returned, so it may still raise ReportError for a bad report. A format can thus
+    convert its items while the JSON stream is still being read, handing each draft on at once
+    (stream_report spills it) instead of collecting them all first. `tool_version` is read only
+    once `drafts` is exhausted: see then_version for values that only the whole report tells.
     """
 
     tool: str
     tool_version: str | None
     drafts: Iterable[Draft] = field(default_factory=tuple)
+
+    def then_version(self, drafts: Iterable[Draft], version: Callable[[], str | None]) -> RawReport:
+        """Stream `drafts`, then set tool_version to `version()` once they are all consumed.
+
+        For versions that may sit anywhere in the document (often after the findings).
+        """
+
+        def streamed() -> Iterator[Draft]:
+            yield from drafts
+            self.tool_version = version()
+
+        self.drafts = streamed()
+        return self
 
 
 @dataclass(frozen=True, slots=True)

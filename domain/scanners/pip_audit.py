@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import chain
 
 from domain.scanners.common import (
     JsonObject,
@@ -38,7 +39,7 @@ def parse(source: Source) -> RawReport:
     prefix = "item" if source.root == "array" else "dependencies.item"
     scan = source.scan(prefix)
     groups = each(scan.items(), "pip-audit dependency", lambda dep: list(_dependency(dep)))
-    return RawReport(tool=TOOL, tool_version=None, drafts=[d for group in groups for d in group])
+    return RawReport(tool=TOOL, tool_version=None, drafts=chain.from_iterable(groups))
 
 
 def _dependency(dependency: JsonObject) -> Iterator[Draft]:

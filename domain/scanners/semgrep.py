@@ -45,8 +45,8 @@ def sniff(head: HeadInfo) -> bool:
 def parse(source: Source) -> RawReport:
     """Stream results[]; the Semgrep version is read from the top-level `version` key."""
     scan = source.scan("results.item", meta=("version",))
-    drafts = list(each(scan.items(), "Semgrep result", _draft))
-    return RawReport(tool=NAME, tool_version=text(scan.first("version")), drafts=drafts)
+    drafts = each(scan.items(), "Semgrep result", _draft)
+    return RawReport(NAME, None).then_version(drafts, lambda: text(scan.first("version")))
 
 
 def _real(value: str | None) -> str | None:

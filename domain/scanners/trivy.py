@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import chain
 
 from domain.scanners.common import (
     JsonObject,
@@ -39,10 +40,10 @@ def sniff(head: HeadInfo) -> bool:
 
 
 def parse(source: Source) -> RawReport:
-    """Stream Results[] (one entry per scanned target)."""
+    """Stream Results[] (one entry per scanned target), converting each target as it is read."""
     scan = source.scan("Results.item", meta=("Trivy.Version",))
-    drafts = [draft for group in each(scan.items(), "Trivy result", _target) for draft in group]
-    return RawReport(tool=NAME, tool_version=text(scan.first("Trivy.Version")), drafts=drafts)
+    drafts = chain.from_iterable(each(scan.items(), "Trivy result", _target))
+    return RawReport(NAME, None).then_version(drafts, lambda: text(scan.first("Trivy.Version")))
 
 
 def _target(result: JsonObject) -> list[Draft]:
