@@ -120,12 +120,13 @@ def cmd_scan_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from services.bench import ingest
+    from services.bench import ingest, replay
 
     telemetry.setup("bench", "WARNING", json_logs=False)
     results = {
         "ingest": lambda: ingest.run(args.findings, args.files),
         "ingest-large": lambda: ingest.run_large(args.megabytes),
+        "replay": lambda: replay.run(args.events),
     }[args.name]()
     text = json.dumps(results, indent=2)
     print(text)
@@ -291,7 +292,8 @@ def parser() -> argparse.ArgumentParser:
     ingest.set_defaults(func=cmd_scan_ingest)
 
     bench = sub.add_parser("bench", help="benchmarks (print figures and write JSON)")
-    bench.add_argument("name", choices=["ingest", "ingest-large"])
+    bench.add_argument("name", choices=["ingest", "ingest-large", "replay"])
+    bench.add_argument("--events", type=int, default=1_000_000, help="store size (replay)")
     bench.add_argument("--megabytes", type=int, default=100, help="report size (ingest-large)")
     bench.add_argument("--findings", type=int, default=10_000)
     bench.add_argument("--files", type=int, default=2_000)
