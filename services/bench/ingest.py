@@ -148,6 +148,9 @@ def running_stack(home: Path) -> Iterator[Stack]:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.communicate(timeout=60)
         if admin_db and env.get("NATS_URL"):
+            from services.bench.replay import drop_streams
+
+            asyncio.run(drop_streams(env["NATS_URL"], env["PEARL_SUBJECT_ROOT"]))
             with psycopg.connect(admin_db, autocommit=True) as conn:
                 conn.execute(
                     sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(

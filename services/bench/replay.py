@@ -22,6 +22,18 @@ from services.runtime import migrate
 from services.settings import Settings, event_store_env
 
 
+async def drop_streams(nats_url: str, root: str) -> None:
+    """Remove a benchmark's streams and report bucket from a shared NATS server."""
+    from contracts.subjects import Subjects
+    from services.bus import connect, delete_streams
+
+    nc = await connect(nats_url, "pearl-bench")
+    try:
+        await delete_streams(nc.jetstream(), Subjects(root=root))
+    finally:
+        await nc.close()
+
+
 def _fill(app: PearlApp, events: int, per_save: int = 500) -> tuple[str, UUID]:
     """`events` findings in batched saves (the fastest way the event store takes them)."""
     admin = app.authenticate(app.bootstrap_admin_key("bench"))
@@ -92,6 +104,7 @@ def run(events: int = 1_000_000) -> dict[str, Any]:
             latencies.append(time.perf_counter() - start)
         app.close()
     finally:
+        asyncio.run(drop_streams(nats_url, settings.subject_root))
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
