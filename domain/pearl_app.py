@@ -302,9 +302,7 @@ class PearlApp(ScanTargetCommands, Application[UUID]):
 
     def get_project(self, principal: Principal, project_id: UUID) -> Project:
         """The project, if the principal may see it; another org's project is simply not found."""
-        project = self._load(Project, project_id, f"project {project_id}")
-        authorize(principal, Action.PROJECT_READ, project.org)
-        return project
+        return self._project_for(principal, project_id, Action.PROJECT_READ)
 
     def _project_for(
         self, principal: Principal, project_id: UUID, action: Action, org: str | None = None

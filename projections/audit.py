@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -41,7 +42,7 @@ def trace_id(traceparent: str | None) -> str | None:
     return parts[1] if len(parts) == 4 else None
 
 
-async def preload(cur: Cursor, envelopes: list[EventEnvelope], batch: Batch) -> None:
+async def preload(cur: Cursor, envelopes: Sequence[EventEnvelope], batch: Batch) -> None:
     """Lock and read the chain heads of the batch's orgs (one query)."""
     orgs = sorted({env.org for env in envelopes})
     await cur.execute(

@@ -12,7 +12,7 @@ from psycopg import AsyncConnection
 
 from contracts.envelope import EventEnvelope
 from projections import api_keys, audit, findings, orgs, scans, scope, targets
-from projections.base import Batch, Projection
+from projections.base import Batch, Cursor, Projection
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,6 @@ async def apply_batch(conn: AsyncConnection[Any], items: Sequence[Item]) -> Batc
     whose stream sequence is beyond the next expected one means an earlier one is still pending
     redelivery: nothing from there on is applied, so no event is ever applied out of order.
     """
-    applied = duplicates = 0
-    gap_at: int | None = None
     async with conn.transaction(), conn.cursor() as cur:
         await cur.execute(
             "INSERT INTO projection_checkpoint (name) VALUES (%s) ON CONFLICT DO NOTHING",
@@ -106,56 +104,75 @@ async def apply_batch(conn: AsyncConnection[Any], items: Sequence[Item]) -> Batc
         row = await cur.fetchone()
         assert row is not None
         position, last_seq = row
-        fresh = [
-            i.envelope for i in items if i.envelope is not None and i.envelope.position > position
-        ]
-        batch = Batch()
-        if fresh:
-            await scope.preload(cur, fresh, batch)
-            await audit.preload(cur, fresh, batch)
-        async with conn.pipeline():
-            for index, item in enumerate(items):
-                seq = item.stream_seq
-                if seq is not None and last_seq is not None:
-                    if seq <= last_seq:
-                        duplicates += 1
-                        continue
-                    if seq != last_seq + 1:
-                        gap_at = index
-                        break
-                env = item.envelope
-                if env is None or env.position <= position:
-                    duplicates += 1
-                else:
-                    for projection in PROJECTIONS:
-                        await projection.apply(cur, env, batch)
-                    position = env.position
-                    applied += 1
-                if seq is not None:
-                    last_seq = seq
-            await audit.finish(cur, batch)
+        chosen = select(items, position, last_seq)
+        await apply_events(conn, cur, chosen.envelopes, PROJECTIONS)
         await cur.execute(
             "UPDATE projection_checkpoint SET position = %s, stream_seq = %s WHERE name = %s",
-            (position, last_seq, CHECKPOINT),
+            (chosen.position, chosen.last_seq, CHECKPOINT),
         )
-    return BatchOutcome(applied, duplicates, gap_at, position)
+    return BatchOutcome(len(chosen.envelopes), chosen.duplicates, chosen.gap_at, chosen.position)
+
+
+@dataclass
+class Selection:
+    """Which delivered items to apply, in order, and where the checkpoint moves."""
+
+    envelopes: list[EventEnvelope]
+    duplicates: int
+    gap_at: int | None
+    position: int
+    last_seq: int | None
+
+
+def select(items: Sequence[Item], position: int, last_seq: int | None) -> Selection:
+    """Skip what was applied before; stop at a stream-sequence gap (still pending redelivery)."""
+    chosen = Selection([], 0, None, position, last_seq)
+    for index, item in enumerate(items):
+        seq = item.stream_seq
+        if seq is not None and chosen.last_seq is not None:
+            if seq <= chosen.last_seq:
+                chosen.duplicates += 1
+                continue
+            if seq != chosen.last_seq + 1:
+                chosen.gap_at = index
+                break
+        env = item.envelope
+        if env is None or env.position <= chosen.position:
+            chosen.duplicates += 1
+        else:
+            chosen.envelopes.append(env)
+            chosen.position = env.position
+        if seq is not None:
+            chosen.last_seq = seq
+    return chosen
+
+
+async def apply_events(
+    conn: AsyncConnection[Any],
+    cur: Cursor,
+    envelopes: Sequence[EventEnvelope],
+    projections: Sequence[Projection],
+) -> None:
+    """Apply events to the given read models in one pipeline, sharing one batch context."""
+    if not envelopes:
+        return
+    batch = Batch()
+    await scope.preload(cur, envelopes, batch)
+    await audit.preload(cur, envelopes, batch)
+    async with conn.pipeline():
+        for env in envelopes:
+            for projection in projections:
+                await projection.apply(cur, env, batch)
+        if audit.PROJECTION in projections:
+            await audit.finish(cur, batch)
 
 
 async def replay_into(
     conn: AsyncConnection[Any], envelopes: Sequence[EventEnvelope], chosen: Sequence[Projection]
 ) -> None:
     """Apply events to some read models only (a partial rebuild); no checkpoint is moved."""
-    batch = Batch()
-    fresh = list(envelopes)
     async with conn.cursor() as cur:
-        await scope.preload(cur, fresh, batch)
-        await audit.preload(cur, fresh, batch)
-        async with conn.pipeline():
-            for env in fresh:
-                for projection in chosen:
-                    await projection.apply(cur, env, batch)
-            if audit.PROJECTION in chosen:
-                await audit.finish(cur, batch)
+        await apply_events(conn, cur, envelopes, chosen)
 
 
 async def checkpoint(conn: AsyncConnection[Any]) -> int:

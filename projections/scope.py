@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from contracts.envelope import EventEnvelope
 from projections.base import Batch, Cursor, Projection
 
 
-async def preload(cur: Cursor, envelopes: list[EventEnvelope], batch: Batch) -> None:
+async def preload(cur: Cursor, envelopes: Sequence[EventEnvelope], batch: Batch) -> None:
     """Read the scope of every aggregate in the batch in one query."""
     ids = list({env.aggregateid for env in envelopes})
     await cur.execute(
