@@ -44,6 +44,11 @@ class Subjects(Struct, frozen=True, kw_only=True):
         return f"{self.root}-reports"
 
     @property
+    def locks_bucket(self) -> str:
+        """JetStream key-value bucket of leases (e.g. the one active scheduler)."""
+        return f"{self.root}-locks"
+
+    @property
     def all_events(self) -> str:
         return f"{self.root}.evt.>"
 

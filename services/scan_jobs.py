@@ -13,7 +13,8 @@ A report goes through exactly the ingestion path of an HTTP upload: spooled and 
 whole, kept in the object store, then `submit_scan`.
 
 The scheduler requests the jobs of each scheduled target's current slot; job ids derive from
-the slot, so a slot is requested once however many schedulers run.
+the slot, so a slot is requested once however many schedulers run. Its tick is a job of the
+scheduler process (`services.scheduler`); the `scan-jobs` process only runs the runner.
 """
 
 from __future__ import annotations
@@ -286,15 +287,6 @@ class ScanScheduler:
             requested += len(result.ids["jobs"])
         return requested
 
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.tick()
-            except Exception:
-                log.exception("scan schedule tick failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.settings.schedule_tick_seconds)
-
 
 async def _quietly(aw: Any) -> None:
     with contextlib.suppress(Exception):
@@ -302,24 +294,19 @@ async def _quietly(aw: Any) -> None:
 
 
 async def run_scan_jobs(settings: Settings, scan: ScanSettings | None = None) -> None:
-    """The `scan-jobs` process: runner and scheduler until SIGINT/SIGTERM."""
+    """The `scan-jobs` process: the runner until SIGINT/SIGTERM (schedules: `scheduler`)."""
     from services.bus import connect
-    from services.runtime import read_pool, stop_event, subjects_of
+    from services.runtime import stop_event, subjects_of
 
-    nats_url, database_url = settings.require_urls()
+    nats_url, _ = settings.require_urls()
     scan = scan or ScanSettings()
     app = PearlApp(env=settings.event_store_env())
-    pool = read_pool(database_url, 2)
-    await pool.open()
     nc = await connect(nats_url, "pearl-scan-jobs")
     try:
         subjects = subjects_of(settings)
         reports = ReportStore(nc.jetstream(), subjects)
         runner = ScanJobRunner(app, nc.jetstream(), subjects, reports, scan)
-        scheduler = ScanScheduler(app, pool, scan)
-        stop = stop_event()
-        await asyncio.gather(runner.run(stop), scheduler.run(stop))
+        await runner.run(stop_event())
     finally:
         await nc.close()
-        await pool.close()
         app.close()

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     request_timeout_seconds: float = 30.0
     upload_timeout_seconds: float = 600.0
     otel_console: bool = False
+    #: how often the scheduler looks for due jobs
+    scheduler_tick_seconds: float = 5.0
+    #: the scheduler lease's TTL: a dead leader is replaced this long after its last renewal
+    scheduler_lease_seconds: float = 15.0
+    #: how often the scheduler signs audit checkpoints (with a signing key configured)
+    checkpoint_every_seconds: float = 3600.0
 
     def require_urls(self) -> tuple[str, str]:
         if not self.nats_url or not self.database_url:
