@@ -14,6 +14,8 @@ Severity = Literal["critical", "high", "medium", "low", "info"]
 Role = Literal["viewer", "operator", "approver", "admin", "auditor", "service", "agent"]
 Line = Annotated[int, Meta(ge=0, le=10_000_000)]
 Environment = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,31}(?![\s\S])")]
+#: A git commit id (abbreviated or full, SHA-1 or SHA-256).
+Commit = Annotated[str, Meta(pattern=r"^[0-9a-f]{7,64}(?![\s\S])")]
 
 
 class Command(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -60,6 +62,7 @@ class SubmitScan(Command, kw_only=True, forbid_unknown_fields=True, frozen=True)
     target: Annotated[str, Meta(min_length=1, max_length=500)] = "default"
     branch: Annotated[str, Meta(min_length=1, max_length=250)] = "main"
     full: bool = True
+    commit: Commit | None = None
 
 
 class TriageFinding(Command, kw_only=True, forbid_unknown_fields=True, frozen=True):

@@ -76,6 +76,10 @@ class FindingTriaged(Payload, frozen=True, kw_only=True):
     justification: str
 
 
+class FindingSlaBreached(Payload, frozen=True, kw_only=True):
+    at: str
+
+
 class ApiKeyIssued(Payload, frozen=True, kw_only=True):
     key_id: str
     name: str
@@ -103,6 +107,12 @@ class ScanReportSubmitted(Payload, frozen=True, kw_only=True):
     size: int
     counts: dict[str, int]
     submitted_at: str
+
+
+class ScanReportSubmittedV2(ScanReportSubmitted, frozen=True, kw_only=True):
+    """v2: the commit the report scanned (None when not given)."""
+
+    commit: str | None
 
 
 class ScanScopeOpened(Payload, frozen=True, kw_only=True):
@@ -197,6 +207,207 @@ class AuditCheckpointSigned(Payload, frozen=True, kw_only=True):
     signed_at: str
 
 
+# --- governance: profiles, policies, versions, test results, promotions, approvals, exceptions
+
+
+class ProjectProfile(Payload, frozen=True, kw_only=True):
+    """What a project is, for policies to refer to (see the policy document's `when`)."""
+
+    criticality: str
+    data_classification: str
+    internet_facing: bool
+    owner_team: str | None
+
+
+class ProjectProfileSet(Payload, frozen=True, kw_only=True):
+    profile: ProjectProfile
+
+
+class GatePolicyCreated(Payload, frozen=True, kw_only=True):
+    """A policy history opened: an org baseline (`project_id` None) or a project's own."""
+
+    project_id: str | None
+    environment: str
+
+
+class GatePolicyRevised(Payload, frozen=True, kw_only=True):
+    """Version `version` of the policy: the whole document (docs/schemas/policy.schema.json)."""
+
+    version: int
+    document: dict[str, Any]
+    digest: str
+    reason: str
+    at: str
+
+
+class ReleaseVersionRegistered(Payload, frozen=True, kw_only=True):
+    project_id: str
+    release: str
+    commit: str
+    artifact_digest: str | None
+    digest: str
+    author: str | None
+    registered_at: str
+
+
+class TestRunSubmitted(Payload, frozen=True, kw_only=True):
+    __test__ = False  # not a pytest class
+
+    project_id: str
+    commit: str
+    suite: str
+    passed: int
+    failed: int
+    skipped: int
+    coverage: float | None
+    submitted_at: str
+
+
+class PromotionRequested(Payload, frozen=True, kw_only=True):
+    project_id: str
+    release: str
+    commit: str
+    version_digest: str
+    from_environment: str | None
+    to_environment: str
+    author: str | None
+    reason: str
+    requested_at: str
+
+
+class GateRuleOutcome(Payload, frozen=True, kw_only=True):
+    """One rule's verdict in a gate decision, with what it observed and looked at."""
+
+    rule_id: str
+    kind: str
+    source: str
+    status: str
+    observed: Any = None
+    threshold: Any = None
+    message: str = ""
+    hint: str = ""
+    finding_ids: list[str] = []
+    finding_count: int = 0
+    exception_ids: list[str] = []
+    approval_ids: list[str] = []
+    scan_ids: list[str] = []
+    test_ids: list[str] = []
+
+
+class PolicyVersionRef(Payload, frozen=True, kw_only=True):
+    version: int
+    digest: str
+
+
+class GatePolicyVersions(Payload, frozen=True, kw_only=True):
+    """The policy versions a decision was made with (None: no such policy in force)."""
+
+    baseline: PolicyVersionRef | None = None
+    project: PolicyVersionRef | None = None
+
+
+class PromotionGateEvaluated(Payload, frozen=True, kw_only=True):
+    """A gate evaluation of the promotion, on inputs read at store position `as_of_position`."""
+
+    decision_id: str
+    result: str
+    rules: list[GateRuleOutcome]
+    inputs_digest: str
+    evaluated_at: str
+    as_of_position: int
+    policy: GatePolicyVersions
+    trigger: str
+    trigger_position: int
+
+
+class PromotionApprovalRequested(Payload, frozen=True, kw_only=True):
+    request_id: str
+
+
+class EnvironmentOpened(Payload, frozen=True, kw_only=True):
+    project_id: str
+    name: str
+
+
+class EnvironmentPromotionOpened(Payload, frozen=True, kw_only=True):
+    promotion_id: str
+
+
+class EnvironmentPromotionClosed(Payload, frozen=True, kw_only=True):
+    promotion_id: str
+    outcome: str
+
+
+class EnvironmentPromoted(Payload, frozen=True, kw_only=True):
+    promotion_id: str
+    release: str
+    digest: str
+    commit: str
+    at: str
+
+
+class EnvironmentRolledBack(Payload, frozen=True, kw_only=True):
+    from_release: str
+    from_digest: str
+    to_release: str
+    to_digest: str
+    to_commit: str
+    reason: str
+    at: str
+
+
+class ApprovalRequested(Payload, frozen=True, kw_only=True):
+    project_id: str
+    promotion_id: str
+    number: int
+    environment: str
+    release: str
+    version_digest: str
+    required_count: int
+    roles: list[str]
+    requested_by: str
+    author: str | None
+    requested_at: str
+    expires_at: str
+
+
+class ApprovalDecided(Payload, frozen=True, kw_only=True):
+    decision: str
+    reason: str
+    roles: list[str]
+    at: str
+
+
+class ApprovalCommented(Payload, frozen=True, kw_only=True):
+    text: str
+    at: str
+
+
+class At(Payload, frozen=True, kw_only=True):
+    """An event that only says when (expiries, approvals of an exception)."""
+
+    at: str
+
+
+class ReasonAt(Payload, frozen=True, kw_only=True):
+    """An event that says why and when (voided, rejected, revoked)."""
+
+    reason: str
+    at: str
+
+
+class RiskExceptionRequested(Payload, frozen=True, kw_only=True):
+    project_id: str
+    environment: str | None
+    finding_ids: list[str]
+    rule_id: str | None
+    cwe: str | None
+    justification: str
+    compensating_controls: list[str]
+    requested_at: str
+    expires_at: str
+
+
 EVENT_TYPES: dict[str, type[Payload]] = {
     event_type("org", "created"): OrgCreated,
     event_type("project", "created"): ProjectCreated,
@@ -206,10 +417,12 @@ EVENT_TYPES: dict[str, type[Payload]] = {
     event_type("finding", "reopened"): FindingSeen,
     event_type("finding", "fixed"): FindingFixed,
     event_type("finding", "triaged"): FindingTriaged,
+    event_type("finding", "sla_breached"): FindingSlaBreached,
     event_type("api_key", "issued"): ApiKeyIssued,
     event_type("api_key", "revoked"): ApiKeyRevoked,
     event_type("api_key", "used"): ApiKeyUsed,
     event_type("scan_report", "submitted"): ScanReportSubmitted,
+    event_type("scan_report", "submitted", 2): ScanReportSubmittedV2,
     event_type("scan_scope", "opened"): ScanScopeOpened,
     event_type("scan_scope", "membership_changed"): ScanScopeMembershipChanged,
     event_type("access_denial", "recorded"): AccessDenialRecorded,
@@ -224,11 +437,38 @@ EVENT_TYPES: dict[str, type[Payload]] = {
     event_type("scan_job", "succeeded"): ScanJobSucceeded,
     event_type("scan_job", "failed"): ScanJobFailed,
     event_type("scan_job", "cancelled"): ScanJobCancelled,
+    event_type("project", "profile_set"): ProjectProfileSet,
+    event_type("gate_policy", "created"): GatePolicyCreated,
+    event_type("gate_policy", "revised"): GatePolicyRevised,
+    event_type("release_version", "registered"): ReleaseVersionRegistered,
+    event_type("test_run", "submitted"): TestRunSubmitted,
+    event_type("promotion", "requested"): PromotionRequested,
+    event_type("promotion", "gate_evaluated"): PromotionGateEvaluated,
+    event_type("promotion", "approval_requested"): PromotionApprovalRequested,
+    event_type("promotion", "promoted"): At,
+    event_type("promotion", "rejected"): ReasonAt,
+    event_type("deploy_environment", "opened"): EnvironmentOpened,
+    event_type("deploy_environment", "promotion_opened"): EnvironmentPromotionOpened,
+    event_type("deploy_environment", "promotion_closed"): EnvironmentPromotionClosed,
+    event_type("deploy_environment", "promoted"): EnvironmentPromoted,
+    event_type("deploy_environment", "rolled_back"): EnvironmentRolledBack,
+    event_type("approval_request", "requested"): ApprovalRequested,
+    event_type("approval_request", "decided"): ApprovalDecided,
+    event_type("approval_request", "commented"): ApprovalCommented,
+    event_type("approval_request", "expired"): At,
+    event_type("approval_request", "voided"): ReasonAt,
+    event_type("risk_exception", "requested"): RiskExceptionRequested,
+    event_type("risk_exception", "approved"): At,
+    event_type("risk_exception", "rejected"): ReasonAt,
+    event_type("risk_exception", "revoked"): ReasonAt,
+    event_type("risk_exception", "expired"): At,
 }
 
 
 #: Types no longer published (their events are upcast on load) but kept for stored messages.
-HISTORICAL = frozenset({event_type("finding", "recorded", 1)})
+HISTORICAL = frozenset(
+    {event_type("finding", "recorded", 1), event_type("scan_report", "submitted", 1)}
+)
 
 
 def register(types: dict[str, type[Payload]]) -> None:

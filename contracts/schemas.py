@@ -1,4 +1,4 @@
-"""JSON Schema for every event and command, and the AsyncAPI 3.0 document of the NATS subjects."""
+"""JSON Schemas (events, the gate policy document) and the AsyncAPI 3.0 document of the bus."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import msgspec
 from contracts import commands, targets
 from contracts.envelope import CommandEnvelope, EventEnvelope
 from contracts.events import EVENT_TYPES
+from contracts.policy import PolicyDocument
 
 #: Bus commands: (aggregate, command) → body struct.
 BUS_COMMANDS: dict[tuple[str, str], type[commands.Command]] = {
@@ -35,6 +36,15 @@ def event_schemas() -> dict[str, Any]:
         "title": "PeaRL event payloads",
         "events": dict(zip(types, schemas, strict=True)),
         "$defs": defs,
+    }
+
+
+def policy_schema() -> dict[str, Any]:
+    """The gate policy document (YAML or JSON) that `pearl policy validate` checks."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "PeaRL gate policy",
+        **msgspec.json.schema(PolicyDocument),
     }
 
 

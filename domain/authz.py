@@ -32,6 +32,19 @@ class Action(StrEnum):
     APIKEY_ISSUE = "apikey.issue"
     APIKEY_REVOKE = "apikey.revoke"
     AUDIT_READ = "audit.read"
+    PROFILE_SET = "project.profile"
+    POLICY_MANAGE = "policy.manage"
+    POLICY_READ = "policy.read"
+    VERSION_REGISTER = "version.register"
+    TESTS_SUBMIT = "tests.submit"
+    PROMOTION_REQUEST = "promotion.request"
+    PROMOTION_COMPLETE = "promotion.complete"
+    PROMOTION_REJECT = "promotion.reject"
+    ROLLBACK = "environment.rollback"
+    APPROVAL_DECIDE = "approval.decide"
+    APPROVAL_COMMENT = "approval.comment"
+    EXCEPTION_REQUEST = "exception.request"
+    EXCEPTION_DECIDE = "exception.decide"
 
 
 R = Role
@@ -48,6 +61,20 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.APIKEY_ISSUE: frozenset({R.ADMIN}),
     Action.APIKEY_REVOKE: frozenset({R.ADMIN}),
     Action.AUDIT_READ: frozenset({R.AUDITOR, R.ADMIN}),
+    Action.PROFILE_SET: frozenset({R.ADMIN}),
+    Action.POLICY_MANAGE: frozenset({R.ADMIN}),
+    Action.POLICY_READ: frozenset(Role),
+    Action.VERSION_REGISTER: frozenset({R.OPERATOR, R.SERVICE, R.ADMIN, R.AGENT}),
+    Action.TESTS_SUBMIT: frozenset({R.OPERATOR, R.SERVICE, R.ADMIN, R.AGENT}),
+    Action.PROMOTION_REQUEST: frozenset({R.OPERATOR, R.SERVICE, R.ADMIN, R.AGENT}),
+    Action.PROMOTION_COMPLETE: frozenset({R.OPERATOR, R.SERVICE, R.ADMIN}),
+    Action.PROMOTION_REJECT: frozenset({R.OPERATOR, R.APPROVER, R.ADMIN}),
+    Action.ROLLBACK: frozenset({R.OPERATOR, R.ADMIN}),
+    # Agents never approve anything (nor decide exceptions): not in these sets, ever.
+    Action.APPROVAL_DECIDE: frozenset({R.APPROVER, R.ADMIN}),
+    Action.APPROVAL_COMMENT: frozenset(Role) - {R.VIEWER},
+    Action.EXCEPTION_REQUEST: frozenset({R.OPERATOR, R.SERVICE, R.ADMIN, R.AGENT}),
+    Action.EXCEPTION_DECIDE: frozenset({R.APPROVER, R.ADMIN}),
 }
 
 

@@ -71,3 +71,9 @@ class ReportError(InvalidInput):
     """A scanner report could not be parsed; the whole report is rejected."""
 
     code = "invalid-report"
+
+
+class NotReady(PearlError):
+    """A read the command depends on has not caught up yet; retrying shortly will work."""
+
+    code = "not-ready"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -86,6 +87,7 @@ class Finding(PearlAggregate):
         self.sla_days = sla_days
         self.justification: str | None = None
         self.last_scan_id = scan_id
+        self.sla_breached = False
 
     @property
     def is_open(self) -> bool:
@@ -109,6 +111,7 @@ class Finding(PearlAggregate):
 
     def _touch(self, tool: str, seen_at: str, scan_id: str) -> None:
         self.last_scan_id = scan_id
+        self.sla_breached = False
         self.last_seen = seen_at
         self.scan_count += 1
         if tool not in self.sources:
@@ -133,6 +136,19 @@ class Finding(PearlAggregate):
         if not self.is_open:
             raise Conflict(f"finding {self.id} is {self.status}, only open findings can be triaged")
         self._triaged(status=status, justification=justification, actor=actor)
+
+    def breach_sla(self, at: str, actor: str) -> bool:
+        """The scheduler's command once the due date passed; False when not due or not open."""
+        if not self.is_open or self.sla_breached or self.sla_due is None:
+            return False
+        if datetime.fromisoformat(self.sla_due) > datetime.fromisoformat(at):
+            return False
+        self._sla_breached(at=at, actor=actor)
+        return True
+
+    @event("SlaBreached")
+    def _sla_breached(self, at: str, actor: str) -> None:
+        self.sla_breached = True
 
     @event("Triaged")
     def _triaged(self, status: str, justification: str, actor: str) -> None:

@@ -44,6 +44,7 @@ class ScanMeta:
     target: str = "default"
     branch: str = "main"
     full: bool = True
+    commit: str | None = None
 
 
 @dataclass

@@ -30,6 +30,7 @@ from domain.errors import (
     Unauthenticated,
 )
 from domain.finding import Finding, finding_id
+from domain.governance_app import GovernanceCommands
 from domain.idempotency import (
     IdempotencyClaim,
     IdempotencyStore,
@@ -83,7 +84,7 @@ class CommandResult:
         return {**self.ids, **self.secret, "position": self.position}
 
 
-class PearlApp(ScanTargetCommands, Application[UUID]):
+class PearlApp(GovernanceCommands, ScanTargetCommands, Application[UUID]):
     """Command handlers and aggregate queries over one event store (the `pearl_events` table)."""
 
     name = "pearl"
@@ -395,7 +396,9 @@ class PearlApp(ScanTargetCommands, Application[UUID]):
         if (replay := self._replay(project.org, idem)) is not None:
             return replay
         pid = str(project.id)
-        scan_id = scan_report_id(pid, report.tool, meta.target, meta.branch, meta.digest)
+        scan_id = scan_report_id(
+            pid, report.tool, meta.target, meta.branch, meta.digest, meta.commit
+        )
         if self._exists(scan_id):
             scan = self._load(ScanReport, scan_id, f"scan {scan_id}")
             position = self.recorder.max_notification_id() or 0
@@ -439,6 +442,7 @@ class PearlApp(ScanTargetCommands, Application[UUID]):
             counts=plan.counts,
             submitted_at=now.isoformat(),
             actor=principal.actor,
+            commit=meta.commit,
         )
         return self._commit(project.org, scan.summary(), idem, scan, scope, *plan.changed, *fixed)
 
@@ -516,6 +520,25 @@ class PearlApp(ScanTargetCommands, Application[UUID]):
             if isinstance(aggregate, cls):
                 loaded[aggregate_id] = aggregate
         return loaded
+
+    def aggregate_as_of(self, cls: type[A], aggregate_id: UUID, position: int) -> A | None:
+        """Time travel for one aggregate (callers authorized the current one already)."""
+        return self._load_many(cls, [aggregate_id], upto=position).get(aggregate_id)
+
+    def breach_slas(self, finding_ids: list[UUID]) -> int:
+        """The scheduler's command: mark open findings past their SLA due date (one save)."""
+        at = self.now()
+        due = [
+            f
+            for f in self._load_many(Finding, finding_ids).values()
+            if f.breach_sla(at, "system:scheduler")
+        ]
+        if due:
+            try:
+                self.save(*due)
+            except IntegrityError:  # a finding changed meanwhile: the next tick retries it
+                return 0
+        return len(due)
 
     def get_finding(self, principal: Principal, fid: UUID) -> Finding:
         finding = self._load(Finding, fid, f"finding {fid}")

@@ -8,6 +8,15 @@ from uuid import UUID
 from eventsourcing.domain import event
 
 from domain.base import PearlAggregate, stable_id
+from domain.errors import InvalidInput
+
+#: A project's profile until someone describes it (the `Profile` contract's defaults).
+DEFAULT_PROFILE: dict[str, Any] = {
+    "criticality": "medium",
+    "data_classification": "internal",
+    "internet_facing": False,
+    "owner_team": None,
+}
 
 
 class Project(PearlAggregate):
@@ -23,6 +32,35 @@ class Project(PearlAggregate):
         self.slug = slug
         self.name = name
         self.environments = list(environments)
+        self.profile: dict[str, Any] = dict(DEFAULT_PROFILE)
+
+    def set_profile(self, profile: dict[str, Any], actor: str) -> bool:
+        """Describe what the project is (policies refer to it); False when nothing changed."""
+        if profile == self.profile:
+            return False
+        self._profile_set(profile=dict(profile), actor=actor)
+        return True
+
+    @event("ProfileSet")
+    def _profile_set(self, profile: dict[str, Any], actor: str) -> None:
+        self.profile = dict(profile)
+
+    def next_environment(self, current: str | None) -> str:
+        """The environment after `current` (the first one when None)."""
+        if current is None:
+            return self.environments[0]
+        index = self.environments.index(current)
+        if index + 1 >= len(self.environments):
+            raise InvalidInput(f"{current!r} is the last environment of the project")
+        return self.environments[index + 1]
+
+    def previous_environment(self, name: str) -> str | None:
+        if name not in self.environments:
+            raise InvalidInput(
+                f"environment {name!r} is not one of the project's {self.environments}"
+            )
+        index = self.environments.index(name)
+        return self.environments[index - 1] if index else None
 
 
 def project_id(org: str, slug: str) -> UUID:

@@ -10,9 +10,16 @@ from eventsourcing.domain import event
 from domain.base import PearlAggregate, stable_id
 
 
-def scan_report_id(project_id: str, tool: str, target: str, branch: str, digest: str) -> UUID:
-    """The same bytes for the same scope are the same scan: re-submitting is a no-op."""
-    return stable_id("scan", project_id, tool, target, branch, digest)
+def scan_report_id(
+    project_id: str, tool: str, target: str, branch: str, digest: str, commit: str | None = None
+) -> UUID:
+    """The same bytes for the same scope (and commit) are the same scan: re-submitting is a no-op.
+
+    Scans submitted without a commit keep the ids they always had.
+    """
+    if commit is None:
+        return stable_id("scan", project_id, tool, target, branch, digest)
+    return stable_id("scan", project_id, tool, target, branch, digest, commit)
 
 
 class ScanReport(PearlAggregate):
@@ -20,11 +27,41 @@ class ScanReport(PearlAggregate):
 
     @staticmethod
     def create_id(
-        project_id: str, tool: str, target: str, branch: str, digest: str, **_: Any
+        project_id: str,
+        tool: str,
+        target: str,
+        branch: str,
+        digest: str,
+        commit: str | None = None,
+        **_: Any,
     ) -> UUID:
-        return scan_report_id(project_id, tool, target, branch, digest)
+        return scan_report_id(project_id, tool, target, branch, digest, commit)
 
-    @event("Submitted")
+    class Submitted(PearlAggregate.Created):
+        """v2 names the commit that was scanned (gates require scans of the promoted commit).
+
+        v1 events, stored before, scanned no known commit.
+        """
+
+        class_version = 2
+        project_id: str
+        tool: str
+        tool_version: str | None
+        format: str
+        target: str
+        branch: str
+        full: bool
+        digest: str
+        size: int
+        counts: dict[str, int]
+        submitted_at: str
+        commit: str | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["commit"] = None
+
+    @event(Submitted)
     def __init__(
         self,
         org: str,
@@ -40,6 +77,7 @@ class ScanReport(PearlAggregate):
         counts: dict[str, int],
         submitted_at: str,
         actor: str,
+        commit: str | None = None,
     ) -> None:
         self.org = org
         self.project_id = project_id
@@ -53,6 +91,7 @@ class ScanReport(PearlAggregate):
         self.size = size
         self.counts = dict(counts)
         self.submitted_at = submitted_at
+        self.commit = commit
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -61,5 +100,6 @@ class ScanReport(PearlAggregate):
             "tool": self.tool,
             "digest": self.digest,
             "full": self.full,
+            "commit": self.commit,
             "counts": dict(self.counts),
         }

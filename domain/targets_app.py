@@ -7,21 +7,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import ApplicationRecorder
 
 from contracts.targets import RegisterScanTarget, TargetDefinition
 from domain.authz import Action, Principal, Role, authorize
 from domain.errors import Conflict, CrossOrg
+from domain.host import AppHost
 from domain.idempotency import IdempotencyStore, request_digest
 from domain.ingest import Report, ScanMeta
-from domain.project import Project
 from domain.scan_job import ScanJob, Step, next_step, scan_job_id
 from domain.scan_target import ScanTarget, TargetSpec, check_name, scan_target_id
 
@@ -39,37 +37,7 @@ REQUEST_JOBS = Action.SCAN_SUBMIT
 READ = Action.FINDING_READ
 
 
-class TargetHost(Protocol):
-    """The parts of the PeaRL Application the scan target commands build on."""
-
-    clock: Callable[[], datetime]
-
-    @property
-    def recorder(self) -> ApplicationRecorder: ...
-
-    def _load(self, cls: type[A], aggregate_id: UUID, what: str) -> A: ...
-
-    def _exists(self, aggregate_id: UUID) -> bool: ...
-
-    def _replay(self, org: str, idem: Idempotency | None) -> CommandResult | None: ...
-
-    def _commit(
-        self, org: str, ids: dict[str, Any], idem: Idempotency | None, *aggregates: Aggregate
-    ) -> CommandResult: ...
-
-    def _project_for(
-        self, principal: Principal, project_id: UUID, action: Action, org: str | None = None
-    ) -> Project: ...
-
-    def submit_scan(
-        self,
-        principal: Principal,
-        project_id: UUID,
-        report: Report,
-        meta: ScanMeta,
-        idem: Idempotency | None = None,
-        org: str | None = None,
-    ) -> CommandResult: ...
+TargetHost = AppHost
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,11 +93,26 @@ async def _triaged(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
     await _set_status(cur, env, env.data["status"], env.data["justification"])
 
 
+async def _sla_breached(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
+    await cur.execute(
+        "UPDATE finding_view SET sla_breached_at = %s, version = %s, position = %s"
+        " WHERE id = %s AND version < %s",
+        (
+            env.data["at"],
+            env.aggregateversion,
+            env.position,
+            env.aggregateid,
+            env.aggregateversion,
+        ),
+    )
+
+
 PROJECTION = Projection(
     name="findings",
     tables=("finding_view",),
     handlers={
         event_type("finding", "recorded"): _recorded,
+        event_type("finding", "sla_breached"): _sla_breached,
         event_type("finding", "recorded", 2): _recorded,
         event_type("finding", "seen_again"): _seen_again,
         event_type("finding", "reopened"): _reopened,

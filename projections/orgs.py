@@ -33,11 +33,20 @@ async def _project_created(cur: Cursor, env: EventEnvelope, batch: Batch) -> Non
     )
 
 
+async def _profile_set(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
+    await cur.execute(
+        "UPDATE project_view SET profile = %s, profile_position = %s"
+        " WHERE id = %s AND profile_position < %s",
+        (Jsonb(env.data["profile"]), env.position, env.aggregateid, env.position),
+    )
+
+
 PROJECTION = Projection(
     name="orgs",
     tables=("org_view", "project_view"),
     handlers={
         event_type("org", "created"): _org_created,
         event_type("project", "created"): _project_created,
+        event_type("project", "profile_set"): _profile_set,
     },
 )

@@ -183,6 +183,30 @@ async def aggregate_ids(pool: Pool, org_slug: str, project_id: str, aggregate: s
     return [str(r["aggregate_id"]) for r in rows]
 
 
+async def sla_due(pool: Pool, now: datetime, limit: int) -> list[str]:
+    """Open findings past their SLA due date and not yet marked breached (all orgs)."""
+    rows = await _rows(
+        pool,
+        "SELECT id FROM finding_view WHERE status IN ('open', 'reopened')"
+        " AND sla_breached_at IS NULL AND sla_due IS NOT NULL AND sla_due <= %s"
+        " ORDER BY sla_due LIMIT %s",
+        (now, limit),
+        ALL_ORGS,
+    )
+    return [str(r["id"]) for r in rows]
+
+
+async def project_of(pool: Pool, aggregate_id: str) -> str | None:
+    """The project an aggregate belongs to (from the scope index), across orgs (system reads)."""
+    rows = await _rows(
+        pool,
+        "SELECT project_id FROM aggregate_scope WHERE aggregate_id = %s",
+        (aggregate_id,),
+        ALL_ORGS,
+    )
+    return str(rows[0]["project_id"]) if rows and rows[0]["project_id"] else None
+
+
 SCAN_COLUMNS = (
     "id, org, project_id, tool, tool_version, format, target, branch, full_scan AS full, digest,"
     " size, counts, submitted_at, actor"

@@ -11,7 +11,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from contracts.envelope import EventEnvelope
-from projections import api_keys, audit, findings, orgs, scans, scope, targets
+from projections import api_keys, audit, findings, governance, orgs, scans, scope, targets
 from projections.base import Batch, Cursor, Projection
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,7 @@ PROJECTIONS: tuple[Projection, ...] = (
     scans.PROJECTION,
     api_keys.PROJECTION,
     targets.PROJECTION,
+    governance.PROJECTION,
     audit.PROJECTION,
 )
 CHECKPOINT = "read_models"

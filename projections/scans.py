@@ -12,8 +12,8 @@ async def _submitted(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
     d = env.data
     await cur.execute(
         "INSERT INTO scan_view (id, org, project_id, tool, tool_version, format, target, branch,"
-        " full_scan, digest, size, counts, submitted_at, actor, position)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " full_scan, digest, size, counts, submitted_at, actor, position, commit_sha)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         " ON CONFLICT (id) DO NOTHING",
         (
             env.aggregateid,
@@ -31,6 +31,7 @@ async def _submitted(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
             d["submitted_at"],
             env.actor,
             env.position,
+            d.get("commit"),
         ),
     )
 
@@ -38,5 +39,8 @@ async def _submitted(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
 PROJECTION = Projection(
     name="scans",
     tables=("scan_view",),
-    handlers={event_type("scan_report", "submitted"): _submitted},
+    handlers={
+        event_type("scan_report", "submitted"): _submitted,
+        event_type("scan_report", "submitted", 2): _submitted,
+    },
 )

@@ -80,7 +80,7 @@ async def _prepare_scan(store: ReportStore | None, cmd: SubmitScan) -> PreparedS
 
 async def _parse(spooled: Spooled, cmd: SubmitScan) -> PreparedScan:
     report = await asyncio.to_thread(parse_file, spooled.path, cmd.tool)
-    return PreparedScan(report, meta_for(spooled, cmd.target, cmd.branch, cmd.full))
+    return PreparedScan(report, meta_for(spooled, cmd.target, cmd.branch, cmd.full, cmd.commit))
 
 
 def _submit_scan(

@@ -64,9 +64,16 @@ def parse_file(path: Path, tool: str | None) -> ReportStream:
         return stream_report(fh, tool, spill_dir=str(path.parent))
 
 
-def meta_for(spooled: Spooled, target: str, branch: str, full: bool) -> ScanMeta:
+def meta_for(
+    spooled: Spooled, target: str, branch: str, full: bool, commit: str | None = None
+) -> ScanMeta:
     return ScanMeta(
-        digest=spooled.digest, size=spooled.size, target=target, branch=branch, full=full
+        digest=spooled.digest,
+        size=spooled.size,
+        target=target,
+        branch=branch,
+        full=full,
+        commit=commit,
     )
 
 

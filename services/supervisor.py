@@ -20,7 +20,7 @@ from services.runtime import build_app, migrate
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
-PROCESSES = ("api", "relay", "projector", "worker", "scan-jobs")
+PROCESSES = ("api", "relay", "projector", "worker", "scan-jobs", "scheduler", "gatekeeper")
 
 
 @dataclass

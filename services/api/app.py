@@ -15,6 +15,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.base import current_traceparent as event_traceparent
 from services.api.context import ApiContext, ProjectionLag
+from services.api.governance import ROUTES as GOVERNANCE_ROUTES
 from services.api.problems import HANDLERS, problem
 from services.api.routes import ROUTES
 from services.api.security import hardening_middleware
@@ -89,7 +90,14 @@ def create_app(ctx: ApiContext) -> Litestar:
     settings = ctx.settings
     cors = CORSConfig(allow_origins=settings.cors_origins) if settings.cors_origins else None
     return Litestar(
-        route_handlers=[health, ready, *ROUTES, VexController, *TARGET_ROUTES],
+        route_handlers=[
+            health,
+            ready,
+            *ROUTES,
+            VexController,
+            *TARGET_ROUTES,
+            *GOVERNANCE_ROUTES,
+        ],
         state=State({"ctx": ctx}),
         exception_handlers={**HANDLERS, ProjectionLag: on_projection_lag},
         middleware=[

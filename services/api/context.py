@@ -19,6 +19,7 @@ from projections import queries
 from projections.queries import Pool
 from services.api.security import TokenBucket, client_address
 from services.auth import Authenticator
+from services.gate import GateService
 from services.reports import ReportStore
 from services.settings import Settings
 
@@ -41,9 +42,11 @@ class ApiContext:
     _requests: TokenBucket | None = None
     _failures: TokenBucket | None = None
     authenticator: Authenticator = field(init=False)
+    gate: GateService = field(init=False)
 
     def __post_init__(self) -> None:
         self.authenticator = Authenticator(self.settings, self.pearl)
+        self.gate = GateService(self.pearl, self.pool)
         self._requests = TokenBucket(self.settings.rate_limit_per_minute)
         self._failures = TokenBucket(self.settings.auth_failures_per_minute)
 

@@ -28,6 +28,7 @@ STATUS: dict[type[errors.PearlError], int] = {
     errors.PayloadTooLarge: 413,
     errors.ReportError: 422,
     errors.InvalidInput: 422,
+    errors.NotReady: 503,
 }
 _HTTP_CODES = {
     400: "invalid-request",
@@ -76,7 +77,21 @@ DENIALS = (errors.Unauthenticated, errors.Forbidden, errors.CrossOrg)
 def on_pearl_error(request: Request[Any, Any, Any], exc: errors.PearlError) -> Response[Any]:
     status = status_for(exc)
     title = exc.code.replace("-", " ").capitalize()
-    response = problem(status, exc.code, title, exc.detail, request)
+    extra: dict[str, Any] = {}
+    located = getattr(exc, "errors", None)
+    if isinstance(located, list):  # e.g. an invalid policy: every error with its location
+        extra["errors"] = [
+            {
+                "location": e.location,
+                "line": e.line,
+                "column": e.column,
+                "message": e.message,
+            }
+            for e in located
+        ]
+    response = problem(status, exc.code, title, exc.detail, request, **extra)
+    if status == 503:
+        response.headers["Retry-After"] = "1"
     if isinstance(exc, DENIALS):
         response.background = BackgroundTask(_record_denial, request, exc)
     return response

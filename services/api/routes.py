@@ -48,6 +48,15 @@ MinPosition = Annotated[
     ),
 ]
 Limit = Annotated[int, Parameter(query="limit", ge=1, le=1000)]
+CommitQ = Annotated[
+    str | None,
+    Parameter(
+        query="commit",
+        required=False,
+        pattern=r"^[0-9a-f]{7,64}$",
+        description="The git commit the report scanned (gates require scans of a commit)",
+    ),
+]
 SeverityQ = Literal["critical", "high", "medium", "low", "info"]
 StatusQ = Literal["open", "fixed", "reopened", "false_positive", "not_affected", "accepted_risk"]
 
@@ -338,6 +347,7 @@ class ProjectController(Controller):
         target: str = "default",
         branch: str = "main",
         full: bool = True,
+        commit: CommitQ = None,
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         await asyncio.to_thread(ctx.pearl.authorize_scan, principal, project_id)
@@ -346,7 +356,7 @@ class ProjectController(Controller):
             try:
                 if ctx.reports is not None:
                     await ctx.reports.put(spooled)
-                meta = meta_for(spooled, target, branch, full)
+                meta = meta_for(spooled, target, branch, full, commit)
                 idem = command_idempotency(idempotency_key, "submitScan", project_id, meta)
                 result = await run(ctx.pearl.submit_scan, principal, project_id, report, meta, idem)
             finally:

@@ -49,7 +49,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from services import runtime
+    from services.gatekeeper import run_gatekeeper
     from services.scan_jobs import run_scan_jobs
+    from services.scheduler import run_scheduler
 
     settings = _settings(args)
     telemetry.setup(
@@ -61,6 +63,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "projector": runtime.run_projector,
         "worker": runtime.run_worker,
         "scan-jobs": run_scan_jobs,
+        "scheduler": run_scheduler,
+        "gatekeeper": run_gatekeeper,
     }[args.process]
     asyncio.run(runner(settings))
     return 0
@@ -111,6 +115,8 @@ def cmd_scan_ingest(args: argparse.Namespace) -> int:
 
     settings = _settings(args, running=False)
     params = {"target": args.target, "branch": args.branch, "full": str(args.full).lower()}
+    if args.commit:
+        params["commit"] = args.commit
     if args.tool:
         params["tool"] = args.tool
     with client(settings.home) as http, Path(args.file).open("rb") as fh:
@@ -120,13 +126,14 @@ def cmd_scan_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from services.bench import ingest, replay
+    from services.bench import gate, ingest, replay
 
     telemetry.setup("bench", "WARNING", json_logs=False)
     results = {
         "ingest": lambda: ingest.run(args.findings, args.files),
         "ingest-large": lambda: ingest.run_large(args.megabytes),
         "replay": lambda: replay.run(args.events),
+        "gate": lambda: gate.run(args.findings, args.exceptions, args.runs),
     }[args.name]()
     text = json.dumps(results, indent=2)
     print(text)
@@ -216,11 +223,15 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:
-    from contracts.schemas import asyncapi, event_schemas
+    from contracts.schemas import asyncapi, event_schemas, policy_schema
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    for name, doc in (("events.schema.json", event_schemas()), ("asyncapi.json", asyncapi())):
+    for name, doc in (
+        ("events.schema.json", event_schemas()),
+        ("policy.schema.json", policy_schema()),
+        ("asyncapi.json", asyncapi()),
+    ):
         (out / name).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     return 0
 
@@ -242,6 +253,30 @@ def cmd_vex_export(args: argparse.Namespace) -> int:
     return export(args)
 
 
+def cmd_policy_apply(args: argparse.Namespace) -> int:
+    from services.cli.governance import policy_apply
+
+    return policy_apply(args, _settings(args, running=False).home)
+
+
+def cmd_gate_evaluate(args: argparse.Namespace) -> int:
+    from services.cli.governance import gate_evaluate
+
+    return gate_evaluate(args, _settings(args, running=False).home)
+
+
+def cmd_replay_decision(args: argparse.Namespace) -> int:
+    from services.cli.governance import replay_decision
+
+    return replay_decision(args, _settings(args, running=False).home)
+
+
+def cmd_policy_validate(args: argparse.Namespace) -> int:
+    from services.cli.policy import cmd_policy_validate as validate
+
+    return validate(args)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pearl", description="PeaRL governance service")
     sub = p.add_subparsers(dest="command", required=True)
@@ -253,7 +288,10 @@ def parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
 
     run = sub.add_parser("run", help="run one process against NATS_URL and DATABASE_URL")
-    run.add_argument("process", choices=["api", "relay", "projector", "worker", "scan-jobs"])
+    run.add_argument(
+        "process",
+        choices=["api", "relay", "projector", "worker", "scan-jobs", "scheduler", "gatekeeper"],
+    )
     run.add_argument("--host")
     run.add_argument("--port", type=int)
     run.set_defaults(func=cmd_run)
@@ -283,6 +321,7 @@ def parser() -> argparse.ArgumentParser:
     ingest.add_argument("--tool", help="force a format instead of auto-detecting")
     ingest.add_argument("--target", default="default", help="what was scanned (scope)")
     ingest.add_argument("--branch", default="main")
+    ingest.add_argument("--commit", help="the git commit the report scanned")
     ingest.add_argument(
         "--full",
         action=argparse.BooleanOptionalAction,
@@ -292,11 +331,13 @@ def parser() -> argparse.ArgumentParser:
     ingest.set_defaults(func=cmd_scan_ingest)
 
     bench = sub.add_parser("bench", help="benchmarks (print figures and write JSON)")
-    bench.add_argument("name", choices=["ingest", "ingest-large", "replay"])
+    bench.add_argument("name", choices=["ingest", "ingest-large", "replay", "gate"])
     bench.add_argument("--events", type=int, default=1_000_000, help="store size (replay)")
     bench.add_argument("--megabytes", type=int, default=100, help="report size (ingest-large)")
     bench.add_argument("--findings", type=int, default=10_000)
     bench.add_argument("--files", type=int, default=2_000)
+    bench.add_argument("--exceptions", type=int, default=200, help="approved exceptions (gate)")
+    bench.add_argument("--runs", type=int, default=200, help="evaluations measured (gate)")
     bench.add_argument("--output", help="JSON file (default bench-results/<name>.json)")
     bench.set_defaults(func=cmd_bench)
 
@@ -336,7 +377,40 @@ def parser() -> argparse.ArgumentParser:
     exp.add_argument("--output", "-o")
     exp.set_defaults(func=cmd_audit_export)
 
-    sch = sub.add_parser("schemas", help="write event JSON Schemas and the AsyncAPI document")
+    pol = sub.add_parser("policy", help="gate policy documents (YAML or JSON)")
+    pol_sub = pol.add_subparsers(dest="action", required=True)
+    polv = pol_sub.add_parser("validate", help="check a policy file; exit 2 listing every error")
+    polv.add_argument("file", help="policy file, or - for stdin")
+    polv.set_defaults(func=cmd_policy_validate)
+    pola = pol_sub.add_parser("apply", help="apply a policy file (a no-op when unchanged)")
+    pola.add_argument("file", help="policy file, or - for stdin")
+    pola.add_argument("--env", required=True, help="the environment the policy gates")
+    pola.add_argument("--project", help="project id (its own policy)")
+    pola.add_argument("--org", help="org slug (the org baseline)")
+    pola.add_argument("--reason", required=True, help="why (recorded with the version)")
+    pola.set_defaults(func=cmd_policy_apply)
+    gate = sub.add_parser("gate", help="promotion gates")
+    gate_sub = gate.add_subparsers(dest="action", required=True)
+    gate_eval = gate_sub.add_parser(
+        "evaluate", help="evaluate the gate into an environment; exit 0 passed, 1 otherwise"
+    )
+    gate_eval.add_argument("--project", required=True, help="project id")
+    gate_eval.add_argument("--to", required=True, help="target environment")
+    gate_eval.add_argument("--version", help="request a promotion of this version if none is open")
+    gate_eval.add_argument("--json", action="store_true", help="print the explanation as JSON")
+    gate_eval.set_defaults(func=cmd_gate_evaluate)
+    replay = sub.add_parser("replay", help="re-run recorded decisions from the event store")
+    replay_sub = replay.add_subparsers(dest="what", required=True)
+    replay_dec = replay_sub.add_parser(
+        "decision", help="re-run a gate decision as of its time; exit 0 when it matches"
+    )
+    replay_dec.add_argument("decision", help="decision id")
+    replay_dec.add_argument("--promotion", help="its promotion id (looked up when omitted)")
+    replay_dec.set_defaults(func=cmd_replay_decision)
+
+    sch = sub.add_parser(
+        "schemas", help="write event and policy JSON Schemas and the AsyncAPI document"
+    )
     sch.add_argument("--output", default="docs/schemas")
     sch.set_defaults(func=cmd_schemas)
 

@@ -43,7 +43,28 @@ BODIES: dict[tuple[str, str], Any] = {
         "scanners": ["bandit"],
     },
     ("POST", "/v1/targets/{target_id}/jobs"): {},
+    ("PUT", "/v1/orgs/{org}/policies/{environment}"): {"policy": {"rules": []}, "reason": "x"},
+    ("PUT", "/v1/projects/{project_id}/policies/{environment}"): {
+        "policy": {"rules": []},
+        "reason": "x",
+    },
+    ("PUT", "/v1/projects/{project_id}/profile"): {"criticality": "low"},
+    ("POST", "/v1/projects/{project_id}/versions"): {"version": "6.6.6", "commit": "b" * 40},
+    ("POST", "/v1/projects/{project_id}/test-results"): {"commit": "b" * 40, "passed": 1},
+    ("POST", "/v1/projects/{project_id}/promotions"): {"version": "1.0.0", "to": "dev"},
+    ("POST", "/v1/projects/{project_id}/environments/{environment}/rollback"): {"reason": "x"},
+    ("POST", "/v1/projects/{project_id}/exceptions"): {
+        "rule_id": "x",
+        "justification": "stolen justification",
+        "expires_at": "2099-01-01T00:00:00Z",
+    },
+    ("POST", "/v1/promotions/{promotion_id}/reject"): {"reason": "x"},
+    ("POST", "/v1/approvals/{request_id}/decisions"): {"decision": "approve"},
+    ("POST", "/v1/approvals/{request_id}/comments"): {"text": "x"},
+    ("POST", "/v1/exceptions/{exception_id}/decision"): {"decision": "approve"},
+    ("POST", "/v1/exceptions/{exception_id}/revoke"): {"reason": "x"},
 }
+DEV_POLICY = {"rules": [{"id": "one", "kind": "approvals", "count": 1, "roles": ["approver"]}]}
 
 
 TARGET = {
@@ -92,7 +113,8 @@ async def victim_resources(stack: Stack) -> dict[str, str]:
         f"/v1/targets/{target.json()['id']}/jobs", json={}, headers=stack.admin
     )
     assert job.status_code == 202, job.text
-    position = job.json()["position"]
+    governance = await victim_governance(stack, project)
+    position = max(job.json()["position"], governance.pop("position"))
     await stack.http.get(
         f"/v1/projects/{project}", params={"min_position": position}, headers=stack.admin
     )
@@ -104,7 +126,56 @@ async def victim_resources(stack: Stack) -> dict[str, str]:
         "key_id": key.json()["key_id"],
         "target_id": target.json()["id"],
         "job_id": _first_job(job.json()),
+        **governance,
     }
+
+
+async def victim_governance(stack: Stack, project: str) -> dict[str, Any]:
+    """A policy, a version, a promotion with its decision and approval request, an exception."""
+    http, admin = stack.http, stack.admin
+    base = f"/v1/projects/{project}"
+    r = await http.put(
+        f"{base}/policies/dev", json={"policy": DEV_POLICY, "reason": "v"}, headers=admin
+    )
+    assert r.status_code == 200, r.text
+    r = await http.post(
+        f"{base}/versions", json={"version": "1.0.0", "commit": "a" * 40}, headers=admin
+    )
+    assert r.status_code == 201, r.text
+    r = await http.post(f"{base}/promotions", json={"version": "1.0.0", "to": "dev"}, headers=admin)
+    assert r.status_code == 201 and r.json()["gate"], r.text
+    promotion = r.json()
+    r = await http.post(
+        f"{base}/exceptions",
+        json={
+            "rule_id": "r",
+            "justification": "victim's own risk",
+            "expires_at": "2099-01-01T00:00:00Z",
+        },
+        headers=admin,
+    )
+    assert r.status_code == 422, r.text  # beyond the default 90 days
+    r = await http.post(
+        f"{base}/exceptions",
+        json={"rule_id": "r", "justification": "victim's own risk", "expires_at": _in_days(10)},
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+    return {
+        "environment": "dev",
+        "version": 1,
+        "promotion_id": promotion["id"],
+        "request_id": promotion["approval_request_id"],
+        "decision_id": promotion["gate"]["decision_id"],
+        "exception_id": r.json()["id"],
+        "position": r.json()["position"],
+    }
+
+
+def _in_days(days: int) -> str:
+    from datetime import UTC, datetime, timedelta
+
+    return (datetime.now(UTC) + timedelta(days=days)).isoformat()
 
 
 async def victim_audit(stack: Stack, org: str) -> list[int]:
@@ -125,6 +196,8 @@ async def test_every_route_refuses_another_orgs_admin_and_leaves_no_trace(stack:
         params = {"org": ids["org"], "project": ids["project_id"]} if "audit" in path else None
         if template.endswith("/state"):
             params = {"as_of": "1"}
+        if template.endswith("/diff"):
+            params = {"from": 1, "to": 1}
         r = await stack.http.request(
             method, path, headers=intruder, params=params, json=BODIES.get((method, template))
         )

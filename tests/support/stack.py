@@ -16,6 +16,7 @@ from contracts.subjects import Subjects
 from domain.pearl_app import PearlApp
 from services.api.app import create_app
 from services.api.context import ApiContext
+from services.gatekeeper import Gatekeeper
 from services.projector import Projector
 from services.relay import Relay
 from services.reports import ReportStore
@@ -57,7 +58,12 @@ async def running_stack(settings: Settings, *, workers: bool = True) -> AsyncIte
     if workers:
         relay = Relay(app, nc.jetstream(), subjects, database_url, settings.relay_batch_size)
         projector = Projector(nc.jetstream(), subjects, database_url, settings.projector_batch_size)
-        tasks += [asyncio.create_task(relay.run(stop)), asyncio.create_task(projector.run(stop))]
+        gatekeeper = Gatekeeper(app, pool, nc.jetstream(), subjects)
+        tasks += [
+            asyncio.create_task(relay.run(stop)),
+            asyncio.create_task(projector.run(stop)),
+            asyncio.create_task(gatekeeper.run(stop)),
+        ]
         _, broker = create_worker(app, nats_url, subjects, settings.worker_batch_size)
         await broker.start()
     token = await asyncio.to_thread(app.bootstrap_admin_key, "test admin")

@@ -26,7 +26,26 @@ SPEC: dict[Action, frozenset[Role]] = {
     Action.APIKEY_ISSUE: frozenset({Role.ADMIN}),
     Action.APIKEY_REVOKE: frozenset({Role.ADMIN}),
     Action.AUDIT_READ: frozenset({Role.AUDITOR, Role.ADMIN}),
+    Action.PROFILE_SET: frozenset({Role.ADMIN}),
+    Action.POLICY_MANAGE: frozenset({Role.ADMIN}),
+    Action.POLICY_READ: EVERYONE,
+    Action.VERSION_REGISTER: WRITERS,
+    Action.TESTS_SUBMIT: WRITERS,
+    Action.PROMOTION_REQUEST: WRITERS,
+    Action.PROMOTION_COMPLETE: frozenset({Role.OPERATOR, Role.SERVICE, Role.ADMIN}),
+    Action.PROMOTION_REJECT: frozenset({Role.OPERATOR, Role.APPROVER, Role.ADMIN}),
+    Action.ROLLBACK: frozenset({Role.OPERATOR, Role.ADMIN}),
+    Action.APPROVAL_DECIDE: frozenset({Role.APPROVER, Role.ADMIN}),
+    Action.APPROVAL_COMMENT: EVERYONE - {Role.VIEWER},
+    Action.EXCEPTION_REQUEST: WRITERS,
+    Action.EXCEPTION_DECIDE: frozenset({Role.APPROVER, Role.ADMIN}),
 }
+
+
+def test_agents_never_approve_or_decide_exceptions() -> None:
+    for action in (Action.APPROVAL_DECIDE, Action.EXCEPTION_DECIDE, Action.POLICY_MANAGE):
+        assert Role.AGENT not in PERMISSIONS[action]
+
 
 MATRIX = list(itertools.product(Action, Role))
 

@@ -11,19 +11,21 @@ import msgspec
 
 from contracts.commands import CreateOrg, CreateProject, IssueApiKey, RecordFinding
 from contracts.events import EVENT_TYPES, HISTORICAL
-from contracts.schemas import asyncapi, event_schemas
+from contracts.schemas import asyncapi, event_schemas, policy_schema
 from contracts.targets import RegisterScanTarget, UpdateScanTarget
 from domain.ingest import ScanMeta
 from domain.pearl_app import PearlApp
 from domain.scanners.model import NormalizedFinding, ParsedReport
 from domain.wire import to_envelope
+from tests.support.governance import SteppingClock, governance_story
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
 
 
 def _scenario() -> PearlApp:
     """Every kind of event the domain stores today."""
-    app = PearlApp(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    clock = SteppingClock()
+    app = PearlApp(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}, clock=clock)
     admin = app.authenticate(app.bootstrap_admin_key())
     app.create_org(admin, CreateOrg(slug="acme", name="Acme"))
     project = UUID(app.create_project(admin, "acme", CreateProject(slug="w", name="W")).ids["id"])
@@ -66,6 +68,7 @@ def _scenario() -> PearlApp:
     app.record_denial("acme", "service:x", "GET /v1/x", "/v1/x", "nope", "forbidden", "http")
     _targets_and_jobs(app, admin, project)
     app.record_checkpoint("acme", 3, 4, "a" * 64, "cHVibGlj", "c2ln")
+    governance_story(app, admin, "acme", project, clock)
     return app
 
 
@@ -100,7 +103,11 @@ def test_every_stored_event_has_a_contract_whose_fields_match_when_mapped():
 
 
 def test_committed_event_schemas_and_asyncapi_match_code_when_contracts_change():
-    for name, doc in (("events.schema.json", event_schemas()), ("asyncapi.json", asyncapi())):
+    for name, doc in (
+        ("events.schema.json", event_schemas()),
+        ("policy.schema.json", policy_schema()),
+        ("asyncapi.json", asyncapi()),
+    ):
         committed = json.loads((DOCS / name).read_text())
         assert json.loads(json.dumps(doc, sort_keys=True)) == committed, (
             f"docs/schemas/{name} is stale: run `pearl schemas`"

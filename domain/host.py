@@ -1,0 +1,62 @@
+"""The Application plumbing that the capability mixins (scan targets, governance) build on.
+
+`PearlApp` inherits the mixins; their methods are typed against this Protocol, so their
+modules do not import `pearl_app` at import time and the modules can refer to each other
+without a cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import ApplicationRecorder
+
+from domain.authz import Action, Principal
+from domain.ingest import Report, ScanMeta
+from domain.project import Project
+
+if TYPE_CHECKING:
+    from domain.pearl_app import CommandResult, Idempotency
+
+A = TypeVar("A", bound=Aggregate)
+
+
+class AppHost(Protocol):
+    """The parts of the PeaRL Application the capability mixins use."""
+
+    clock: Callable[[], datetime]
+
+    @property
+    def recorder(self) -> ApplicationRecorder: ...
+
+    def _load(self, cls: type[A], aggregate_id: UUID, what: str) -> A: ...
+
+    def _load_many(
+        self, cls: type[A], ids: list[UUID], upto: int | None = None
+    ) -> dict[UUID, A]: ...
+
+    def _exists(self, aggregate_id: UUID) -> bool: ...
+
+    def _replay(self, org: str, idem: Idempotency | None) -> CommandResult | None: ...
+
+    def _commit(
+        self, org: str, ids: dict[str, Any], idem: Idempotency | None, *aggregates: Aggregate
+    ) -> CommandResult: ...
+
+    def _project_for(
+        self, principal: Principal, project_id: UUID, action: Action, org: str | None = None
+    ) -> Project: ...
+
+    def submit_scan(
+        self,
+        principal: Principal,
+        project_id: UUID,
+        report: Report,
+        meta: ScanMeta,
+        idem: Idempotency | None = None,
+        org: str | None = None,
+    ) -> CommandResult: ...

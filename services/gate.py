@@ -1,0 +1,170 @@
+"""Gate evaluation as a service: read the inputs from a consistent read-model snapshot, let
+the Application evaluate and record them, and replay a recorded decision from the store.
+
+The snapshot must include the event that triggered the evaluation (its position); when the
+read models have not reached it yet, nothing is recorded (`NotReady`) and the caller retries,
+so a trigger is never marked handled by an evaluation that did not see it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from domain.errors import ConcurrencyConflict, NotReady
+from domain.gate_facts import (
+    approval_fact,
+    exception_fact,
+    finding_fact,
+    previous_environment,
+    scan_fact,
+    test_fact,
+)
+from domain.gate_inputs import GateInputs
+from domain.governance_app import GATEKEEPER, GateOutcome, ReplayIds, build_inputs
+from domain.pearl_app import PearlApp
+from domain.promotion import Promotion
+from projections import queries
+from projections.gate_snapshot import GateSnapshot, read_snapshot
+from projections.queries import Pool
+
+log = logging.getLogger(__name__)
+
+
+def inputs_from_snapshot(promotion: Promotion, snap: GateSnapshot, now: datetime) -> GateInputs:
+    previous = None
+    if promotion.from_environment is not None:
+        row = snap.previous or {}
+        digest = promotion.version_digest
+        previous = previous_environment(
+            promotion.from_environment,
+            row.get("live_since") if row.get("current_digest") == digest else None,
+            digest in (row.get("failed_digests") or []),
+        )
+    return build_inputs(
+        promotion,
+        snap.profile or {},
+        now.isoformat(),
+        (finding_fact(*row) for row in snap.findings),
+        (
+            exception_fact(
+                r["id"],
+                r["environment"],
+                r["finding_ids"],
+                r["rule_id"],
+                r["cwe"],
+                r["expires_at"],
+                r["approved_by"] or "",
+            )
+            for r in snap.exceptions
+        ),
+        (
+            scan_fact(
+                r["id"], r["tool"], r["format"], r["full_scan"], r["commit_sha"], r["submitted_at"]
+            )
+            for r in snap.scans
+        ),
+        (
+            test_fact(
+                r["id"],
+                r["suite"],
+                r["passed"],
+                r["failed"],
+                r["skipped"],
+                r["coverage"],
+                r["submitted_at"],
+            )
+            for r in snap.tests
+        ),
+        (
+            approval_fact(
+                r["id"],
+                r["status"],
+                r["version_digest"],
+                r["requested_by"],
+                r["expires_at"],
+                r["decisions"],
+            )
+            for r in snap.approvals
+        ),
+        previous,
+    )
+
+
+class GateService:
+    """Evaluates promotions' gates for the API, the CLI and the gatekeeper."""
+
+    def __init__(self, app: PearlApp, pool: Pool, wait_seconds: float = 5.0) -> None:
+        self.app = app
+        self.pool = pool
+        self.wait_seconds = wait_seconds
+
+    async def snapshot_inputs(self, promotion: Promotion) -> tuple[GateInputs, int]:
+        now = self.app.clock()
+        snap = await read_snapshot(
+            self.pool,
+            promotion.org,
+            project_id=promotion.project_id,
+            promotion_id=str(promotion.id),
+            environment=promotion.to_environment,
+            from_environment=promotion.from_environment,
+            commit=promotion.commit,
+            now=now,
+        )
+        return inputs_from_snapshot(promotion, snap, now), snap.position
+
+    async def evaluate(
+        self,
+        promotion_id: UUID,
+        trigger: str,
+        trigger_position: int,
+        actor: str = GATEKEEPER,
+    ) -> GateOutcome:
+        """Evaluate once the read models include `trigger_position`; retry a lost race."""
+        for attempt in range(3):
+            promotion = await asyncio.to_thread(self.app.promotion_for_gate, promotion_id)
+            if not promotion.is_open:
+                return GateOutcome(None, None, None)
+            await queries.wait_for_position(self.pool, trigger_position, self.wait_seconds)
+            inputs, position = await self.snapshot_inputs(promotion)
+            if position < trigger_position:
+                raise NotReady(
+                    f"read models are at {position}, the gate needs {trigger_position}; retry"
+                )
+            try:
+                return await asyncio.to_thread(
+                    self.app.record_gate,
+                    promotion_id,
+                    inputs,
+                    position,
+                    trigger,
+                    trigger_position,
+                    actor,
+                )
+            except ConcurrencyConflict:
+                log.info(
+                    "gate evaluation raced another change; evaluating again",
+                    extra={"promotion_id": str(promotion_id), "attempt": attempt + 1},
+                )
+        raise ConcurrencyConflict("the promotion kept changing; evaluate it again")
+
+    async def replay(self, promotion_id: UUID, decision_id: str, org: str) -> dict[str, Any]:
+        """`pearl replay decision`: rebuild the inputs from the event store as of the decision."""
+        promotion = await asyncio.to_thread(self.app.promotion_for_gate, promotion_id)
+        pid = promotion.project_id
+
+        async def ids(kind: str) -> list[UUID]:
+            return [UUID(i) for i in await queries.aggregate_ids(self.pool, org, pid, kind)]
+
+        replay_ids = ReplayIds(
+            findings=await ids("finding"),
+            exceptions=await ids("risk_exception"),
+            scans=await ids("scan_report"),
+            tests=await ids("test_run"),
+        )
+        return await asyncio.to_thread(
+            self.app.replay_decision, promotion_id, decision_id, replay_ids
+        )
