@@ -34,6 +34,7 @@ class Stack:
     http: httpx.AsyncClient
     admin_token: str
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    pool: Any = None
 
     @property
     def admin(self) -> dict[str, str]:
@@ -69,7 +70,7 @@ async def running_stack(settings: Settings, *, workers: bool = True) -> AsyncIte
     token = await asyncio.to_thread(app.bootstrap_admin_key, "test admin")
     transport = httpx.ASGITransport(app=api)
     async with httpx.AsyncClient(transport=transport, base_url="http://pearl.test") as http:
-        stack = Stack(settings, app, nc, subjects, http, token, tasks)
+        stack = Stack(settings, app, nc, subjects, http, token, tasks, pool)
         try:
             yield stack
         finally:
