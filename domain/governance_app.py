@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -68,6 +68,7 @@ from domain.test_run import TestRun
 if TYPE_CHECKING:
     from domain.pearl_app import CommandResult, Idempotency
 
+G = TypeVar("G", Promotion, ApprovalRequest, RiskException)
 GATEKEEPER = "system:gatekeeper"
 SCHEDULER = "system:scheduler"
 Source = Literal["baseline", "project"]
@@ -337,18 +338,14 @@ class GovernanceCommands:
         return self._commit(project.org, ids, idem, *changed)
 
     def get_promotion(self: AppHost, principal: Principal, promotion_id: UUID) -> Promotion:
-        promotion = self._load(Promotion, promotion_id, f"promotion {promotion_id}")
-        authorize(principal, Action.PROJECT_READ, promotion.org)
-        return promotion
+        return _visible(self, principal, Promotion, promotion_id, Action.PROJECT_READ)
 
     def promotion_for_gate(self: AppHost, promotion_id: UUID) -> Promotion:
         """The promotion, for the gate service (callers were authorized already)."""
         return self._load(Promotion, promotion_id, f"promotion {promotion_id}")
 
     def authorize_evaluation(self: AppHost, principal: Principal, promotion_id: UUID) -> Promotion:
-        promotion = self._load(Promotion, promotion_id, f"promotion {promotion_id}")
-        authorize(principal, Action.PROMOTION_REQUEST, promotion.org)
-        return promotion
+        return _visible(self, principal, Promotion, promotion_id, Action.PROMOTION_REQUEST)
 
     def record_gate(
         self: AppHost,
@@ -547,17 +544,11 @@ class GovernanceCommands:
         return self._commit(request.org, {"id": str(request.id)}, idem, request)
 
     def get_approval(self: AppHost, principal: Principal, request_id: UUID) -> ApprovalRequest:
-        request = self._load(ApprovalRequest, request_id, f"approval request {request_id}")
-        authorize(principal, Action.PROJECT_READ, request.org)
-        return request
+        return _visible(self, principal, ApprovalRequest, request_id, Action.PROJECT_READ)
 
     def expire_approval(self: AppHost, request_id: UUID) -> bool:
         """The scheduler's command: expire a pending request that is past due."""
-        request = self._load(ApprovalRequest, request_id, f"approval request {request_id}")
-        if not request.expire(self.clock(), SCHEDULER):
-            return False
-        self._commit(request.org, {"id": str(request.id)}, None, request)
-        return True
+        return _expire(self, ApprovalRequest, request_id)
 
     # --- exceptions -------------------------------------------------------------------------
 
@@ -645,17 +636,11 @@ class GovernanceCommands:
         return self._commit(exception.org, ids, idem, exception)
 
     def get_exception(self: AppHost, principal: Principal, exception_id: UUID) -> RiskException:
-        exception = self._load(RiskException, exception_id, f"exception {exception_id}")
-        authorize(principal, Action.FINDING_READ, exception.org)
-        return exception
+        return _visible(self, principal, RiskException, exception_id, Action.FINDING_READ)
 
     def expire_exception(self: AppHost, exception_id: UUID) -> bool:
         """The scheduler's command: an exception past its expiry stops counting."""
-        exception = self._load(RiskException, exception_id, f"exception {exception_id}")
-        if not exception.expire(self.clock(), SCHEDULER):
-            return False
-        self._commit(exception.org, {"id": str(exception.id)}, None, exception)
-        return True
+        return _expire(self, RiskException, exception_id)
 
     # --- replay -----------------------------------------------------------------------------
 
@@ -785,6 +770,29 @@ def effective_policy(
         versions=used,
         exception_max_days=effective_exception_max_days(baseline, own),
     )
+
+
+def _visible(
+    host: AppHost, principal: Principal, cls: type[G], aggregate_id: UUID, action: Action
+) -> G:
+    """A governance aggregate the principal may act on (another org's is not found)."""
+    aggregate = host._load(cls, aggregate_id, f"{_name(cls)} {aggregate_id}")
+    authorize(principal, action, aggregate.org)
+    return aggregate
+
+
+def _expire(host: AppHost, cls: type[ApprovalRequest | RiskException], aggregate_id: UUID) -> bool:
+    """The scheduler's expiry command; False when the aggregate says it is not due."""
+    aggregate = host._load(cls, aggregate_id, f"{_name(cls)} {aggregate_id}")
+    if not aggregate.expire(host.clock(), SCHEDULER):
+        return False
+    host._commit(aggregate.org, {"id": str(aggregate.id)}, None, aggregate)
+    return True
+
+
+def _name(cls: type) -> str:
+    names: dict[type, str] = {ApprovalRequest: "approval request", RiskException: "exception"}
+    return names.get(cls, cls.__name__.lower())
 
 
 def _environment(host: AppHost, project_id: str, name: str) -> DeployEnvironment | None:
