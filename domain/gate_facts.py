@@ -10,6 +10,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from contracts.policy import Profile
 from domain.approval import ApprovalRequest
 from domain.environment import DeployEnvironment
@@ -144,13 +146,7 @@ def previous_environment(
 
 
 def profile_of(data: dict[str, Any] | None) -> Profile:
-    data = data or {}
-    return Profile(
-        criticality=data.get("criticality", "medium"),
-        data_classification=data.get("data_classification", "internal"),
-        internet_facing=bool(data.get("internet_facing", False)),
-        owner_team=data.get("owner_team"),
-    )
+    return msgspec.convert(data or {}, Profile)
 
 
 # --- from aggregates ----------------------------------------------------------------------------

@@ -79,8 +79,17 @@ class EffectivePolicy:
     """The rules in force for one environment of a project, and which versions they came from."""
 
     rules: list[tuple[Source, AnyRule]]
-    versions: dict[str, Any]
+    #: source ("baseline", "project") → the policy version used (document, digest, author…)
+    entries: dict[str, dict[str, Any] | None]
     exception_max_days: int
+
+    @property
+    def versions(self) -> dict[str, Any]:
+        """What a decision records of the policy: each source's version number and digest."""
+        return {
+            source: entry and {"version": entry["version"], "digest": entry["digest"]}
+            for source, entry in self.entries.items()
+        }
 
     def approvals_rule(self, profile: dict[str, Any]) -> Approvals | None:
         for _, rule in self.rules:
@@ -159,7 +168,7 @@ class GovernanceCommands:
             return replay
         document = validate_policy(cmd.policy)
         if pid is not None:
-            baseline = _current_document(self, org, None, environment)
+            baseline = _document(_policy_entry(self, org, None, environment))
             if baseline is not None and (errors := tightening_errors(baseline, document)):
                 raise PolicyInvalid(errors)
         policy_id = gate_policy_id(org, pid, environment)
@@ -201,6 +210,15 @@ class GovernanceCommands:
         except NotFound:
             where = "the org baseline" if pid is None else "the project"
             raise NotFound(f"{where} has no policy for {environment!r}") from None
+
+    def policy_in_force(
+        self: AppHost, principal: Principal, project_id: UUID, environment: str
+    ) -> EffectivePolicy:
+        """The baseline and project policy versions in force for an environment, merged."""
+        project = self._project_for(principal, project_id, Action.POLICY_READ)
+        if environment not in project.environments:
+            raise NotFound(f"environment {environment!r} not found")
+        return effective_policy(self, project, environment)
 
     # --- versions and test results ----------------------------------------------------------
 
@@ -746,30 +764,36 @@ def effective_policy(
     host: AppHost, project: Project, environment: str, versions: dict[str, Any] | None = None
 ) -> EffectivePolicy:
     """Baseline + project policy for an environment: the versions in force, or those named."""
-    docs: dict[str, PolicyDocument | None] = {}
-    used: dict[str, Any] = {}
+    entries: dict[str, dict[str, Any] | None] = {}
     for source, pid in (("baseline", None), ("project", str(project.id))):
-        wanted = (versions or {}).get(source) if versions is not None else None
-        policy_id = gate_policy_id(project.org, pid, environment)
-        if versions is not None and wanted is None:
-            docs[source], used[source] = None, None
-            continue
-        if not host._exists(policy_id):
-            docs[source], used[source] = None, None
-            continue
-        policy = host._load(GatePolicy, policy_id, "policy")
-        entry = policy.at_version(int(wanted["version"])) if wanted else policy.current
-        if entry is None:
-            docs[source], used[source] = None, None
-            continue
-        docs[source] = msgspec.convert(entry["document"], PolicyDocument)
-        used[source] = {"version": entry["version"], "digest": entry["digest"]}
-    baseline, own = docs["baseline"], docs["project"]
+        if versions is None:
+            entries[source] = _policy_entry(host, project.org, pid, environment)
+        elif wanted := versions.get(source):
+            number = int(wanted["version"])
+            entries[source] = _policy_entry(host, project.org, pid, environment, number)
+        else:
+            entries[source] = None
+    baseline, own = _document(entries["baseline"]), _document(entries["project"])
     return EffectivePolicy(
         rules=effective_rules(baseline, own),
-        versions=used,
+        entries=entries,
         exception_max_days=effective_exception_max_days(baseline, own),
     )
+
+
+def _policy_entry(
+    host: AppHost, org: str, project_id: str | None, environment: str, version: int | None = None
+) -> dict[str, Any] | None:
+    """One version of a policy (the one in force when `version` is None); None if none."""
+    policy_id = gate_policy_id(org, project_id, environment)
+    if not host._exists(policy_id):
+        return None
+    policy = host._load(GatePolicy, policy_id, "policy")
+    return policy.current if version is None else policy.at_version(version)
+
+
+def _document(entry: dict[str, Any] | None) -> PolicyDocument | None:
+    return None if entry is None else msgspec.convert(entry["document"], PolicyDocument)
 
 
 def _visible(
@@ -800,16 +824,6 @@ def _environment(host: AppHost, project_id: str, name: str) -> DeployEnvironment
     if not host._exists(env_id):
         return None
     return host._load(DeployEnvironment, env_id, f"environment {name!r}")
-
-
-def _current_document(
-    host: AppHost, org: str, project_id: str | None, environment: str
-) -> PolicyDocument | None:
-    policy_id = gate_policy_id(org, project_id, environment)
-    if not host._exists(policy_id):
-        return None
-    current = host._load(GatePolicy, policy_id, "policy").current
-    return msgspec.convert(current["document"], PolicyDocument) if current else None
 
 
 def _open_approval(

@@ -5,18 +5,15 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+import msgspec
 from eventsourcing.domain import event
 
+from contracts.policy import Profile
 from domain.base import PearlAggregate, stable_id
 from domain.errors import InvalidInput
 
 #: A project's profile until someone describes it (the `Profile` contract's defaults).
-DEFAULT_PROFILE: dict[str, Any] = {
-    "criticality": "medium",
-    "data_classification": "internal",
-    "internet_facing": False,
-    "owner_team": None,
-}
+DEFAULT_PROFILE: dict[str, Any] = msgspec.to_builtins(Profile())
 
 
 class Project(PearlAggregate):

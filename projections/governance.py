@@ -26,16 +26,18 @@ EXCEPTION = "risk_exception"
 
 
 def _guard(env: EventEnvelope) -> tuple[Any, ...]:
-    """(version, id, version): the tail of every `SET …, version_no = %s WHERE id = %s AND
-    version_no < %s` update."""
+    """(version, id, version): the tail of every version-guarded `_update`."""
     return env.aggregateversion, env.aggregateid, env.aggregateversion
 
 
-async def _update(cur: Cursor, table: str, sets: str, env: EventEnvelope, *values: Any) -> None:
-    """Set columns of one aggregate's row, once: only when the event is newer than the row."""
+async def _update(
+    cur: Cursor, table: str, sets: str, env: EventEnvelope, *values: Any, column: str = "version_no"
+) -> None:
+    """Set columns of one aggregate's row, once: only when the event is newer than the row
+    (`column` holds the row's aggregate version)."""
     await cur.execute(
-        f"UPDATE {table} SET {sets}, version_no = %s"  # noqa: S608 - constant names only
-        " WHERE id = %s AND version_no < %s",
+        f"UPDATE {table} SET {sets}, {column} = %s"  # noqa: S608 - constant names only
+        f" WHERE id = %s AND {column} < %s",
         (*values, *_guard(env)),
     )
 
@@ -241,11 +243,7 @@ async def _promotion_rejected(cur: Cursor, env: EventEnvelope, batch: Batch) -> 
 
 
 async def _environment_update(cur: Cursor, env: EventEnvelope, sets: str, *values: Any) -> None:
-    await cur.execute(
-        f"UPDATE environment_view SET {sets}, version = %s"  # noqa: S608 - constant names only
-        " WHERE id = %s AND version < %s",
-        (*values, *_guard(env)),
-    )
+    await _update(cur, "environment_view", sets, env, *values, column="version")
 
 
 async def _environment_opened(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:

@@ -68,7 +68,6 @@ class Work:
     position: int = 0
     projects: dict[str, str] = field(default_factory=dict)  # project id → trigger type
     promotions: dict[str, str] = field(default_factory=dict)
-    baselines: set[tuple[str, str]] = field(default_factory=set)  # (org, environment)
     policies: set[str] = field(default_factory=set)  # gate policy ids to resolve
 
 

@@ -26,7 +26,6 @@ from contracts.governance import (
     SetProfile,
     SubmitTestResults,
 )
-from contracts.policy import PolicyDocument
 from domain.authz import Action, Principal, authorize
 from domain.errors import InvalidInput, NotFound, NotReady
 from domain.gate import explain
@@ -34,7 +33,7 @@ from domain.gate_inputs import Decision, RuleResult
 from domain.gate_policy import GatePolicy
 from domain.governance_app import GATEKEEPER
 from domain.pearl_app import CommandResult, command_idempotency
-from domain.policy_doc import diff_policies, effective_rules
+from domain.policy_doc import diff_policies
 from projections import governance_queries as gq
 from services.api.context import ApiContext
 from services.api.routes import (
@@ -47,6 +46,7 @@ from services.api.routes import (
     event_history,
     run,
     scope_of,
+    visible,
     visible_project,
 )
 
@@ -216,29 +216,14 @@ class ProjectGovernanceController(Controller):
     async def effective(
         self, ctx: ApiContext, principal: Principal, project_id: UUID, environment: EnvName
     ) -> dict[str, Any]:
-        project = await asyncio.to_thread(ctx.pearl.get_project, principal, project_id)
-        if environment not in project.environments:
-            raise NotFound(f"environment {environment!r} not found")
-        docs: dict[str, Any] = {}
-        for source, pid in (("baseline", None), ("project", project_id)):
-            try:
-                policy = await asyncio.to_thread(
-                    ctx.pearl.get_policy, principal, project.org, pid, environment
-                )
-            except NotFound:
-                docs[source] = None
-                continue
-            docs[source] = policy.current
-        parsed = {
-            k: msgspec.convert(v["document"], PolicyDocument) if v else None
-            for k, v in docs.items()
-        }
-        rules = effective_rules(parsed["baseline"], parsed["project"])
+        policy = await asyncio.to_thread(
+            ctx.pearl.policy_in_force, principal, project_id, environment
+        )
         return {
             "environment": environment,
-            "baseline": docs["baseline"],
-            "project": docs["project"],
-            "rules": [{"source": s, **msgspec.to_builtins(r)} for s, r in rules],
+            "baseline": policy.entries["baseline"],
+            "project": policy.entries["project"],
+            "rules": [{"source": s, **msgspec.to_builtins(r)} for s, r in policy.rules],
         }
 
     @get(
@@ -743,10 +728,12 @@ class ExceptionController(Controller):
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
         await ctx.wait_for(min_position)
-        row = await gq.exception(ctx.pool, str(exception_id), scope_of(principal))
-        if row is None:
-            raise NotFound(f"exception {exception_id} not found")
-        authorize(principal, Action.FINDING_READ, row["org"])
+        row = visible(
+            await gq.exception(ctx.pool, str(exception_id), scope_of(principal)),
+            f"exception {exception_id}",
+            principal,
+            Action.FINDING_READ,
+        )
         return {**row, "history": await event_history(ctx, exception_id)}
 
     @post(
@@ -792,10 +779,12 @@ async def get_decision(
     ctx: ApiContext, principal: Principal, decision_id: UUID, min_position: MinPosition = None
 ) -> dict[str, Any]:
     await ctx.wait_for(min_position)
-    row = await gq.decision(ctx.pool, str(decision_id), scope_of(principal))
-    if row is None:
-        raise NotFound(f"decision {decision_id} not found")
-    authorize(principal, Action.PROJECT_READ, row["org"])
+    row = visible(
+        await gq.decision(ctx.pool, str(decision_id), scope_of(principal)),
+        f"decision {decision_id}",
+        principal,
+        Action.PROJECT_READ,
+    )
     return row
 
 

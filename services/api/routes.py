@@ -145,14 +145,21 @@ def scope_of(principal: Principal) -> str:
     return queries.ALL_ORGS if principal.is_platform_admin else principal.org
 
 
+def visible(
+    row: dict[str, Any] | None, what: str, principal: Principal, action: Action
+) -> dict[str, Any]:
+    """A read-model row the principal may act on; a missing (or hidden) row is not found."""
+    if row is None:
+        raise NotFound(f"{what} not found")
+    authorize(principal, action, row["org"])
+    return row
+
+
 async def visible_project(
     ctx: ApiContext, principal: Principal, project_id: UUID, action: Action
 ) -> dict[str, Any]:
     row = await queries.project(ctx.pool, str(project_id), scope_of(principal))
-    if row is None:
-        raise NotFound(f"project {project_id} not found")
-    authorize(principal, action, row["org"])
-    return row
+    return visible(row, f"project {project_id}", principal, action)
 
 
 class OrgController(Controller):
@@ -399,10 +406,12 @@ class FindingController(Controller):
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
         await ctx.wait_for(min_position)
-        row = await queries.finding(ctx.pool, str(finding_id), scope_of(principal))
-        if row is None:
-            raise NotFound(f"finding {finding_id} not found")
-        authorize(principal, Action.FINDING_READ, row["org"])
+        row = visible(
+            await queries.finding(ctx.pool, str(finding_id), scope_of(principal)),
+            f"finding {finding_id}",
+            principal,
+            Action.FINDING_READ,
+        )
         return {**row, "history": await event_history(ctx, finding_id)}
 
     @post("/{finding_id:uuid}/triage", operation_id="triageFinding", status_code=200)
@@ -431,10 +440,12 @@ class ScanController(Controller):
         self, ctx: ApiContext, principal: Principal, scan_id: UUID, min_position: MinPosition = None
     ) -> dict[str, Any]:
         await ctx.wait_for(min_position)
-        row = await queries.scan(ctx.pool, str(scan_id), scope_of(principal))
-        if row is None:
-            raise NotFound(f"scan {scan_id} not found")
-        authorize(principal, Action.FINDING_READ, row["org"])
+        row = visible(
+            await queries.scan(ctx.pool, str(scan_id), scope_of(principal)),
+            f"scan {scan_id}",
+            principal,
+            Action.FINDING_READ,
+        )
         return row
 
 

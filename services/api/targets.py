@@ -10,8 +10,8 @@ from litestar import Controller, Response, delete, get, post, put
 from litestar.params import Parameter
 
 from contracts.targets import RegisterScanTarget, RequestScanJob, UpdateScanTarget
-from domain.authz import Action, Principal, authorize
-from domain.errors import InvalidInput, NotFound
+from domain.authz import Action, Principal
+from domain.errors import InvalidInput
 from domain.pearl_app import command_idempotency
 from projections import target_queries
 from services.api.context import ApiContext
@@ -24,6 +24,7 @@ from services.api.routes import (
     event_history,
     run,
     scope_of,
+    visible,
     visible_project,
 )
 from services.scanners_local import installed
@@ -128,10 +129,12 @@ class TargetController(Controller):
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
         await ctx.wait_for(min_position)
-        row = await target_queries.target(ctx.pool, str(target_id), scope_of(principal))
-        if row is None:
-            raise NotFound(f"scan target {target_id} not found")
-        authorize(principal, Action.FINDING_READ, row["org"])
+        row = visible(
+            await target_queries.target(ctx.pool, str(target_id), scope_of(principal)),
+            f"scan target {target_id}",
+            principal,
+            Action.FINDING_READ,
+        )
         return row
 
     @put(
@@ -209,10 +212,12 @@ class JobController(Controller):
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
         await ctx.wait_for(min_position)
-        row = await target_queries.job(ctx.pool, str(job_id), scope_of(principal))
-        if row is None:
-            raise NotFound(f"scan job {job_id} not found")
-        authorize(principal, Action.FINDING_READ, row["org"])
+        row = visible(
+            await target_queries.job(ctx.pool, str(job_id), scope_of(principal)),
+            f"scan job {job_id}",
+            principal,
+            Action.FINDING_READ,
+        )
         return {**row, "history": await event_history(ctx, job_id)}
 
 

@@ -15,28 +15,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from domain.policy_doc import PolicyInvalid, parse_policy, policy_as_dict
+from domain.policy_doc import policy_as_dict
 from services.cli.client import ApiProblem, checked, client
-
-
-def _print_errors(name: str, exc: PolicyInvalid) -> None:
-    for error in exc.errors:
-        where = name if error.line is None else f"{name}:{error.line}:{error.column}"
-        what = f"{error.location}: {error.message}" if error.location else error.message
-        print(f"{where}: {what}", file=sys.stderr)
+from services.cli.policy import read_policy_file
 
 
 def policy_apply(args: argparse.Namespace, home: Path) -> int:
     """Validate locally (with line numbers), then send the document; the same one is a no-op."""
-    name = str(args.file)
-    try:
-        text = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
-        document = parse_policy(text, source=name)
-    except OSError as exc:
-        print(f"pearl: cannot read {name}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    except PolicyInvalid as exc:
-        _print_errors(name, exc)
+    document = read_policy_file(str(args.file))
+    if document is None:
         return 2
     if bool(args.project) == bool(args.org):
         print("pearl: give exactly one of --project (its policy) or --org (the baseline)")
