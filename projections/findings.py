@@ -1,43 +1,51 @@
-"""finding_view: the current state of every finding, one row each, idempotent by version."""
+"""finding_view: the current state of every finding, one row each, idempotent by version.
+
+Every write sets `position` to its event's position: the gate service keeps each project's
+open findings and re-reads only rows newer than what it holds (ADR 0008).
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from psycopg.types.json import Jsonb
 
 from contracts.envelope import EventEnvelope, event_type
-from projections.base import Batch, Cursor, Projection
+from projections.base import Batch, Cursor, Insert, Projection
 
 
-async def _recorded(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
+def _recorded_row(env: EventEnvelope, batch: Batch) -> tuple[Any, ...]:
     d = env.data
     details = d.get("details") or {}
-    await cur.execute(
-        "INSERT INTO finding_view (id, org, project_id, fingerprint, tool, sources, rule_id, title,"
-        " severity, status, path, line, details, first_seen, last_seen, scan_count, sla_due,"
-        " version, position)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'open', %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT (id) DO NOTHING",
-        (
-            env.aggregateid,
-            env.org,
-            d["project_id"],
-            d["fingerprint"],
-            d["tool"],
-            Jsonb([d["tool"]]),
-            d["rule_id"],
-            d["title"],
-            d["severity"],
-            details.get("path"),
-            details.get("line"),
-            Jsonb(details),
-            d["seen_at"],
-            d["seen_at"],
-            1 if d.get("scan_id") else 0,
-            d.get("sla_due"),
-            env.aggregateversion,
-            env.position,
-        ),
+    return (
+        env.aggregateid,
+        env.org,
+        d["project_id"],
+        d["fingerprint"],
+        d["tool"],
+        Jsonb([d["tool"]]),
+        d["rule_id"],
+        d["title"],
+        d["severity"],
+        "open",
+        details.get("path"),
+        details.get("line"),
+        Jsonb(details),
+        d["seen_at"],
+        d["seen_at"],
+        1 if d.get("scan_id") else 0,
+        d.get("sla_due"),
+        env.aggregateversion,
+        env.position,
     )
+
+
+_recorded = Insert(
+    "finding_view",
+    "id org project_id fingerprint tool sources rule_id title severity status path line details"
+    " first_seen last_seen scan_count sla_due version position",
+    _recorded_row,
+)
 
 
 async def _seen(cur: Cursor, env: EventEnvelope, status: str | None) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from contracts.envelope import EventEnvelope
-from projections.base import Batch, Cursor, Projection
+from projections.base import Batch, Cursor, Insert, Projection
 
 
 async def preload(cur: Cursor, envelopes: Sequence[EventEnvelope], batch: Batch) -> None:
@@ -19,16 +20,17 @@ async def preload(cur: Cursor, envelopes: Sequence[EventEnvelope], batch: Batch)
         batch.scope[str(aggregate_id)] = str(project_id) if project_id else None
 
 
-async def _scope(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
+def _scope_row(env: EventEnvelope, batch: Batch) -> tuple[Any, ...] | None:
     if env.aggregateversion != 1:
-        return
+        return None
     project_id = env.aggregateid if env.aggregate == "project" else env.data.get("project_id")
     batch.scope[env.aggregateid] = project_id
-    await cur.execute(
-        "INSERT INTO aggregate_scope (aggregate_id, org, aggregate, project_id)"
-        " VALUES (%s, %s, %s, %s) ON CONFLICT (aggregate_id) DO NOTHING",
-        (env.aggregateid, env.org, env.aggregate, project_id),
-    )
+    return env.aggregateid, env.org, env.aggregate, project_id
+
+
+_scope = Insert(
+    "aggregate_scope", "aggregate_id org aggregate project_id", _scope_row, "aggregate_id"
+)
 
 
 PROJECTION = Projection(

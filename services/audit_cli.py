@@ -16,14 +16,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from eventsourcing.postgres import PostgresApplicationRecorder
 
 from contracts.envelope import EventEnvelope
 from domain.pearl_app import PearlApp
-from domain.wire import to_envelope
 from projections.audit import GENESIS, canonical_entry, chain_hash
+from services.audit_verify import Job, verify
+from services.audit_verify import checkpoint_holds as checkpoint_holds
+from services.audit_verify import checkpoint_message as checkpoint_message
+from services.event_log import EventLog
 
 CHECKPOINT_TYPE = "pearl.audit.checkpoint.v1"
-BATCH = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,42 +39,21 @@ class Entry:
 
 def store_events(app: PearlApp, upto: int | None = None) -> Iterator[EventEnvelope]:
     """Every stored event in order, decoded and mapped (bounded memory)."""
-    after = 0
-    while True:
-        notes = app.recorder.select_notifications(after + 1, BATCH, stop=upto)
-        if not notes:
-            return
-        for note in notes:
-            yield to_envelope(app.mapper.to_domain_event(note), note.id)
-        after = notes[-1].id
+    for page in EventLog(app).pages(upto):
+        yield from page
 
 
 def chain(events: Iterator[EventEnvelope], org: str | None) -> Iterator[Entry]:
     """The per-org hash chain, recomputed from events (only `org`'s when one is named)."""
     heads: dict[str, tuple[int, str]] = {}
     for env in events:
+        if org is not None and env.org != org:
+            continue  # chains are per org: another org's never touches this one
         seq, prev = heads.get(env.org, (0, GENESIS))
         seq += 1
         digest = chain_hash(prev, canonical_entry(env, seq))
         heads[env.org] = (seq, digest)
-        if org is None or env.org == org:
-            yield Entry(env, seq, prev, digest)
-
-
-def _stored_rows(
-    conn: psycopg.Connection[Any], org: str | None, upto: int
-) -> Iterator[tuple[Any, ...]]:
-    where, params = (
-        ("position <= %s", [upto]) if org is None else ("org = %s AND position <= %s", [org, upto])
-    )
-    with conn.cursor(name="audit_rows") as cur:
-        cur.itersize = BATCH
-        columns = (
-            "position, org, seq, hash, type, actor, aggregate_id::text, aggregate_version, data"
-        )
-        sql = f"SELECT {columns} FROM audit_log WHERE {where} ORDER BY position"  # noqa: S608
-        cur.execute(sql, params)
-        yield from cur
+        yield Entry(env, seq, prev, digest)
 
 
 CHECKPOINT_TOPIC = "domain.audit_checkpoint:AuditCheckpoint.Signed"
@@ -80,28 +62,10 @@ CHECKPOINT_TOPIC = "domain.audit_checkpoint:AuditCheckpoint.Signed"
 def stored_checkpoints(app: PearlApp) -> dict[tuple[str, int], dict[str, Any]]:
     """Every signed checkpoint in the store, by (org, seq)."""
     found: dict[tuple[str, int], dict[str, Any]] = {}
-    after = 0
-    while True:
-        notes = app.recorder.select_notifications(after + 1, BATCH, topics=[CHECKPOINT_TOPIC])
-        if not notes:
-            return found
-        for note in notes:
-            data = to_envelope(app.mapper.to_domain_event(note), note.id)
-            found[(data.org, int(data.data["seq"]))] = data.data
-        after = notes[-1].id
-
-
-def checkpoint_holds(cp: dict[str, Any], org: str, digest: str, pinned: str | None) -> bool:
-    """The checkpoint names this hash for its seq and its signature is valid (by `pinned`)."""
-    if cp["hash"] != digest or (pinned and cp["public_key"] != pinned):
-        return False
-    try:
-        Ed25519PublicKey.from_public_bytes(base64.b64decode(cp["public_key"])).verify(
-            base64.b64decode(cp["signature"]), checkpoint_message(org, cp["seq"], digest)
-        )
-    except Exception:
-        return False
-    return True
+    for page in EventLog(app).pages(topics=[CHECKPOINT_TOPIC]):
+        for env in page:
+            found[(env.org, int(env.data["seq"]))] = env.data
+    return found
 
 
 def sign_checkpoints(
@@ -132,39 +96,17 @@ def verify_store(
 ) -> tuple[int, int | None]:
     """(entries checked, first bad position or None): audit_log and the signed checkpoints
     against the chain recomputed from the event store."""
-    checkpoints = stored_checkpoints(app)
+    recorder = app.recorder
+    if not isinstance(recorder, PostgresApplicationRecorder):
+        raise TypeError("audit verification reads the PostgreSQL event store")
     with psycopg.connect(database_url) as conn:
         row = conn.execute(
             "SELECT position FROM projection_checkpoint WHERE name = 'read_models'"
         ).fetchone()
-        upto = int(row[0]) if row else 0
-        expected = chain(store_events(app, upto), org)
-        stored = _stored_rows(conn, org, upto)
-        checked = 0
-        for entry in expected:
-            got = next(stored, None)
-            if got is None or got[0] != entry.env.position:
-                bad = entry.env.position if got is None else min(got[0], entry.env.position)
-                return checked, bad
-            env = entry.env
-            content = (
-                env.org,
-                entry.seq,
-                entry.hash,
-                env.type,
-                env.actor,
-                env.aggregateid,
-                env.aggregateversion,
-                env.data,
-            )
-            if tuple(got[1:]) != content:
-                return checked, env.position
-            cp = checkpoints.get((env.org, entry.seq))
-            if cp is not None and not checkpoint_holds(cp, env.org, entry.hash, public_key):
-                return checked, env.position
-            checked += 1
-        extra = next(stored, None)
-        return checked, (extra[0] if extra else None)
+    upto = int(row[0]) if row else 0
+    table = (recorder.datastore.schema, recorder.events_table_name)
+    job = Job(database_url, table, org, public_key, upto)
+    return verify(job, lambda: stored_checkpoints(app), app.mapper)
 
 
 # --- export -------------------------------------------------------------------------------
@@ -191,10 +133,6 @@ def signing_key(home: Path) -> Ed25519PrivateKey:
 
 def public_key_b64(key: Ed25519PrivateKey) -> str:
     return base64.b64encode(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
-
-
-def checkpoint_message(org: str, seq: int, digest: str) -> bytes:
-    return f"pearl-audit-checkpoint\n{org}\n{seq}\n{digest}".encode()
 
 
 def cloudevent(entry: Entry) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import platform
 import time
 import uuid
 from typing import Any
@@ -17,6 +18,7 @@ from contracts.commands import CreateOrg, CreateProject
 from domain.finding import Finding
 from domain.pearl_app import PearlApp
 from services import audit_cli
+from services.bench import ceilings
 from services.rebuild import rebuild_read_models
 from services.runtime import migrate
 from services.settings import Settings, event_store_env
@@ -103,21 +105,35 @@ def run(events: int = 1_000_000) -> dict[str, Any]:
             app.project_as_of(admin, project, ids, position)
             latencies.append(time.perf_counter() - start)
         app.close()
+        copy_rate = ceilings.postgres_copy_rate(url)
+        es_rate = ceilings.event_store_batch_rate(event_store_env(url, 2, create_tables=False))
     finally:
         asyncio.run(drop_streams(nats_url, settings.subject_root))
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
             )
+    rebuild_rate, verify_rate = count / rebuild_s, checked / verify_s
     return {
         "benchmark": "replay",
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
         "events": count,
         "fill_events_per_s": round(events / fill_s),
         "rebuild_s": round(rebuild_s, 1),
-        "rebuild_events_per_s": round(count / rebuild_s),
-        "verify_entries_per_s": round(checked / verify_s),
+        "rebuild_events_per_s": round(rebuild_rate),
+        "verify_s": round(verify_s, 1),
+        "verify_entries_per_s": round(verify_rate),
         "verify_intact": bad is None,
         "time_travel_1000_findings_ms": [round(x * 1000, 1) for x in latencies],
+        "ceilings": {
+            "postgres_copy_rows_per_s": round(copy_rate),
+            "event_store_batched_events_per_s": round(es_rate),
+        },
+        "ratios": {
+            # a rebuild writes three rows an event (scope, finding, audit entry)
+            "rebuild_rows_per_s_vs_postgres_copy": round(3 * rebuild_rate / copy_rate, 3),
+            "rebuild_events_per_s_vs_event_store_batched": round(rebuild_rate / es_rate, 3),
+        },
         "targets": {
             "rebuild_20k_per_s": count / rebuild_s >= 20_000,
             "verify_100k_per_s": checked / verify_s >= 100_000,
