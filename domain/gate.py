@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import heapq
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -72,6 +73,7 @@ from domain.gate_inputs import (
     RuleStatus,
     ScanFact,
     TestFact,
+    canonical_digest,
 )
 
 Source = Literal["baseline", "project"]
@@ -97,6 +99,8 @@ _INFO_BASE = 2 * _RANK["info"]
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DAY = 86_400
 _FREEZE_HORIZON = timedelta(days=366)
+#: Distinct kinds of findings worth memoising while they are at most half the findings seen.
+_KINDS_AT_LEAST = 512
 
 
 def evaluate(rules: Sequence[tuple[Source, AnyRule]], inputs: GateInputs) -> Decision:
@@ -112,7 +116,7 @@ def evaluate(rules: Sequence[tuple[Source, AnyRule]], inputs: GateInputs) -> Dec
     return Decision(
         result=_overall(results, rejected),
         rules=results,
-        inputs_digest=canonical.digest(),
+        inputs_digest=canonical_digest(canonical),
         evaluated_at=inputs.now,
     )
 
@@ -316,6 +320,31 @@ class _Count:
         )
 
 
+@dataclass(slots=True)
+class _Kind:
+    """Open findings alike in all but their id: where they count and what excepts them."""
+
+    tally: _Tally
+    #: Exceptions naming their rule id or one of their CWEs.
+    hits: tuple[str, ...]
+    secret: bool
+    #: How many of them `hits` excepted (added to the tallies at the end, at once).
+    excepted: int = 0
+
+    def except_one(self, hits: tuple[str, ...], secrets: _Tally) -> None:
+        """A finding of this kind that exceptions naming its id cover (`hits`: all of them)."""
+        for tally in (self.tally, secrets) if self.secret else (self.tally,):
+            tally.excepted += 1
+            tally.exception_ids.update(hits)
+
+    def except_all(self, secrets: _Tally) -> None:
+        if not self.excepted:
+            return
+        for tally in (self.tally, secrets) if self.secret else (self.tally,):
+            tally.excepted += self.excepted
+            tally.exception_ids.update(self.hits)
+
+
 class _ExceptionIndex:
     """Live exceptions by what they name: finding id, rule id, CWE (dict lookups per finding)."""
 
@@ -358,6 +387,7 @@ class _Facts:
     def __init__(self, inputs: GateInputs) -> None:
         self.inputs = inputs
         self.now = _at(inputs.now)
+        self.now_text = self.now.isoformat()
         #: Tallies of open findings at index `2 * severity rank + overdue`.
         self.tallies = [_Tally() for _ in range(2 * len(SEVERITIES))]
         self.secrets = _Tally()
@@ -371,39 +401,86 @@ class _Facts:
         self._context: dict[str, Any] | None = None
 
     def _tally_findings(self) -> None:
-        """One pass over the findings: the hot loop (10,000s of them), so lookups are inlined."""
+        """One pass over the findings: the hot loop (10,000s of them).
+
+        Findings of one scan mostly share a severity, SLA due time, rule, CWEs, tool and
+        sources, so what follows from those (tally, exceptions by rule or CWE, is it a
+        secret) is worked out once per distinct combination (`_Kind`); per finding there
+        remain the exceptions naming its id and the counted id. When the combinations hardly
+        repeat, the rest are counted one by one (`_tally_each`), which is then cheaper.
+        """
         index = _ExceptionIndex(self.inputs.exceptions, self.inputs.environment, self.now)
-        by_finding, by_rule, by_cwe = index.by_finding, index.by_rule, index.by_cwe
-        any_exception = bool(index)
-        tallies, secrets = self.tallies, self.secrets
-        base = {severity: 2 * rank for severity, rank in _RANK.items()}
-        now, now_text = self.now, self.now.isoformat()
-        secret_tool: dict[str, bool] = {}
-        secret_rule: dict[str, bool] = {}
-        for f in self.inputs.findings:
+        by_finding = index.by_finding
+        kinds: dict[tuple[Any, ...], _Kind] = {}
+        secrets = self.secrets
+        findings = iter(self.inputs.findings)
+        for seen, f in enumerate(findings):
             if f.status not in OPEN_STATUSES:
                 continue
-            due = f.sla_due
-            # `utc_iso` spellings (fixed width up to the seconds, then "+" or ".") order as
-            # text, so the usual case needs no parsing; anything else is parsed.
+            key = (f.severity, f.sla_due, f.rule_id, f.tool, f.cwe, f.sources)
+            kind = kinds.get(key)
+            if kind is None:
+                if len(kinds) >= _KINDS_AT_LEAST and 2 * len(kinds) > seen:
+                    self._tally_each(itertools.chain((f,), findings), index)
+                    break
+                kind = kinds[key] = self._kind(f, index)
+            own = by_finding.get(f.id) if by_finding else None
+            if own:
+                kind.except_one(own + kind.hits, secrets)
+            elif kind.hits:
+                kind.excepted += 1
+            else:
+                kind.tally.ids.append(f.id)
+                if kind.secret:
+                    secrets.ids.append(f.id)
+        for kind in kinds.values():
+            kind.except_all(secrets)
+
+    def _kind(self, f: FindingFact, index: _ExceptionIndex) -> _Kind:
+        hits = index.by_rule.get(f.rule_id, ())
+        for cwe in f.cwe:
+            hits += index.by_cwe.get(cwe, ())
+        return _Kind(self.tallies[self._slot(f.severity, f.sla_due)], hits, is_secret(f))
+
+    def _slot(self, severity: str, due: str | None) -> int:
+        """The tally of open findings of this severity and SLA due time."""
+        # `utc_iso` spellings (fixed width up to the seconds, then "+" or ".") order as text,
+        # so the usual case needs no parsing; anything else is parsed.
+        overdue = due is not None and (
+            due <= self.now_text
+            if due.endswith("+00:00") and len(due) in (25, 32)
+            else _at(due) <= self.now
+        )
+        rank = _RANK.get(severity)
+        return (_INFO_BASE if rank is None else 2 * rank) + overdue
+
+    def _tally_each(self, findings: Iterable[FindingFact], index: _ExceptionIndex) -> None:
+        """`_tally_findings` for findings alike in little: each one worked out on its own
+        (the same rules as `_kind`, with the few distinct tools and rule ids memoised)."""
+        by_finding, by_rule, by_cwe = index.by_finding, index.by_rule, index.by_cwe
+        tallies, secrets, now, now_text = self.tallies, self.secrets, self.now, self.now_text
+        base = {severity: 2 * rank for severity, rank in _RANK.items()}
+        secret_tool: dict[str, bool] = {}
+        secret_rule: dict[str, bool] = {}
+        for f in findings:
+            if f.status not in OPEN_STATUSES:
+                continue
+            hits = by_finding.get(f.id, ()) + by_rule.get(f.rule_id, ())
+            if by_cwe:
+                for cwe in f.cwe:
+                    hits += by_cwe.get(cwe, ())
+            due = f.sla_due  # as in `_slot`, inlined
             overdue = due is not None and (
                 due <= now_text
                 if due.endswith("+00:00") and len(due) in (25, 32)
                 else _at(due) <= now
             )
-            hits: tuple[str, ...] = ()
-            if any_exception:
-                hits = by_finding.get(f.id, ()) + by_rule.get(f.rule_id, ())
-                if by_cwe:
-                    for cwe in f.cwe:
-                        hits += by_cwe.get(cwe, ())
             tally = tallies[base.get(f.severity, _INFO_BASE) + overdue]
             if hits:
                 tally.excepted += 1
                 tally.exception_ids.update(hits)
             else:
                 tally.ids.append(f.id)
-            # is_secret(f), with the tool and rule id tests memoised (few distinct values).
             secret = secret_tool.get(f.tool)
             if secret is None:
                 secret = secret_tool[f.tool] = _secret_tool(f.tool)

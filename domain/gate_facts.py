@@ -1,7 +1,9 @@
 """Gate facts from aggregates (the event store's view), for replaying a decision.
 
-The live path builds the same facts from read-model rows (services/gate_reader.py); both go
-through the constructors here so that a value is spelled one way whatever its source.
+The live path builds the same facts from read-model rows (projections/gate_snapshot.py,
+services/gate.py) through the constructors here, so that a value is spelled one way whatever
+its source; only open findings, 10,000s of them, are spelled by SQL as `finding_fact` spells
+them (`gate_snapshot.FINDING_FACT`), and read through `finding_fact` when SQL cannot.
 """
 
 from __future__ import annotations

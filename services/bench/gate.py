@@ -257,14 +257,23 @@ async def _measure(
         async def full() -> None:
             await gate.evaluate(staging, "manual", target)
 
+        async def load() -> None:
+            await asyncio.to_thread(app.promotion_for_gate, staging)
+
         async def snapshot() -> None:
             await gate.snapshot_inputs(promotion)
+
+        async def snapshot_cold() -> None:  # a new service: no open findings kept yet
+            await GateService(app, pool).snapshot_inputs(promotion)
 
         async def pure() -> None:
             domain_gate.evaluate(rules, inputs)
 
         async def digest() -> None:
             inputs.digest()
+
+        async def record() -> None:
+            await asyncio.to_thread(app.record_gate, staging, inputs, target, "manual", target)
 
         return {
             "facts": {
@@ -280,9 +289,22 @@ async def _measure(
                 "rules": {r.rule_id: r.status for r in decision.rules},
             },
             "end_to_end_evaluate": _stats(await _timed(runs, full)),
-            "snapshot_read_and_inputs": _stats(await _timed(runs, snapshot)),
-            "pure_evaluate": _stats(await _timed(runs, pure)),
-            "inputs_digest": _stats(await _timed(runs, digest)),
+            # The parts of one evaluation: load the promotion, read the snapshot and build the
+            # inputs, evaluate (which includes the digest), record the decision (which loads
+            # the policy, evaluates and saves).
+            "split": {
+                "promotion_load": _stats(await _timed(runs, load)),
+                "snapshot_read_and_inputs": _stats(await _timed(runs, snapshot)),
+                "snapshot_read_and_inputs_cold": _stats(
+                    await _timed(max(1, runs // 4), snapshot_cold)
+                ),
+                "pure_evaluate": _stats(await _timed(runs, pure)),
+                "inputs_digest": _stats(await _timed(runs, digest)),
+                "record_gate": _stats(await _timed(runs, record)),
+            },
+            "evaluations_recorded": len(
+                (await asyncio.to_thread(app.promotion_for_gate, staging)).evaluations
+            ),
         }
     finally:
         await pool.close()

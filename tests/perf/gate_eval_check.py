@@ -2,7 +2,9 @@
 
 A benchmark, not a test (pytest does not collect it; it never fails on time). Prints p50 and
 p99 of `evaluate` (which includes the inputs digest) for facts in random order and sorted by id
-(as the collector builds them), and, apart, of the digest alone.
+(as the collector builds them), and, apart, of the digest alone. Two sets of findings: every
+one unlike the others (own SLA due time, rule and CWE drawn apart: the worst case for tallying
+by kind), and as scanners report them (a CWE per rule, SLA due times shared by a scan).
 
     .venv/bin/python tests/perf/gate_eval_check.py [runs]
 """
@@ -15,9 +17,12 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import msgspec
 
 from contracts import policy as p
 from domain.gate import Source, evaluate
@@ -41,7 +46,10 @@ def iso(delta_hours: float) -> str:
     return (NOW + timedelta(hours=delta_hours)).isoformat()
 
 
-def build_inputs(findings: int = 10_000, exceptions: int = 200) -> GateInputs:
+def build_inputs(
+    findings: int = 10_000, exceptions: int = 200, scanned: bool = False
+) -> GateInputs:
+    """`scanned`: findings as scanners report them, else every one unlike the others."""
     rng = random.Random(42)
     facts = [
         FindingFact(
@@ -57,6 +65,20 @@ def build_inputs(findings: int = 10_000, exceptions: int = 200) -> GateInputs:
         )
         for i in range(findings)
     ]
+    if scanned:  # 100 rules, each with its tool, severity and CWE; found by one of 5 scans
+        scans = [rng.uniform(-24 * 60, 0) for _ in range(5)]
+        rules = [int(f.rule_id.removeprefix("rule-")) % 100 for f in facts]
+        facts = [
+            msgspec.structs.replace(
+                f,
+                severity=SEVERITIES[rule % 5],
+                tool=TOOLS[rule % 5],
+                rule_id=f"rule-{rule}",
+                cwe=(f"CWE-{rule * 7 % 900}",),
+                sla_due=iso(rng.choice(scans) + 24 * 7 * (1 + rule % 5)),
+            )
+            for f, rule in zip(facts, rules, strict=True)
+        ]
     rng.shuffle(facts)
     excepts = []
     for i in range(exceptions):
@@ -185,18 +207,22 @@ def report(name: str, samples: list[float]) -> None:
 
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-    inputs, rules = build_inputs(), build_rules()
-    decision = evaluate(rules, inputs)
-    failed = [r.rule_id for r in decision.rules if r.status == "failed"]
-    print(
-        f"{len(inputs.findings)} findings, {len(inputs.exceptions)} exceptions, {len(rules)} rules"
-    )
-    print(f"result {decision.result}; failed: {', '.join(failed)}")
-    report("evaluate, shuffled facts", timings(lambda: evaluate(rules, inputs), runs))
-    # The collector builds inputs sorted by id (canonical), which makes the sorting cheap.
-    collected = inputs.canonical()
-    report("evaluate, facts as collected", timings(lambda: evaluate(rules, collected), runs))
-    report("inputs.digest() alone", timings(inputs.digest, runs))
+    rules = build_rules()
+    for scanned in (False, True):
+        inputs = build_inputs(scanned=scanned)
+        decision = evaluate(rules, inputs)
+        failed = [r.rule_id for r in decision.rules if r.status == "failed"]
+        print(
+            f"{len(inputs.findings)} findings "
+            + ("as scanners report them" if scanned else "each unlike the others")
+            + f", {len(inputs.exceptions)} exceptions, {len(rules)} rules"
+        )
+        print(f"result {decision.result}; failed: {', '.join(failed)}")
+        report("evaluate, shuffled facts", timings(partial(evaluate, rules, inputs), runs))
+        # The collector builds inputs sorted by id (canonical), which makes the sorting cheap.
+        collected = inputs.canonical()
+        report("evaluate, facts as collected", timings(partial(evaluate, rules, collected), runs))
+        report("inputs.digest() alone", timings(inputs.digest, runs))
 
 
 if __name__ == "__main__":
