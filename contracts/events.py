@@ -408,6 +408,112 @@ class RiskExceptionRequested(Payload, frozen=True, kw_only=True):
     expires_at: str
 
 
+class ApiKeyAgentBound(Payload, frozen=True, kw_only=True):
+    agent: str
+
+
+class AgentRegistered(Payload, frozen=True, kw_only=True):
+    slug: str
+    name: str
+    owner: str
+    capabilities: list[str]
+    autonomy: dict[str, str]
+    registered_at: str
+
+
+class AgentAutonomySet(Payload, frozen=True, kw_only=True):
+    environment: str
+    level: str
+    reason: str
+
+
+class AgentPaused(Payload, frozen=True, kw_only=True):
+    reason: str
+    #: Task packets whose leases were released with the pause.
+    released: list[str]
+
+
+class AgentResumed(Payload, frozen=True, kw_only=True):
+    reason: str
+
+
+class TaskTarget(Payload, frozen=True, kw_only=True):
+    id: str
+    fingerprint: str
+    tool: str
+    rule_id: str
+    title: str
+    severity: str
+    path: str | None
+    line: int | None
+    package: str | None
+    installed_version: str | None
+    fixed_version: str | None
+    cwe: list[str]
+    cve: list[str]
+    message: str
+    kind: str | None
+    sla_due: str | None
+
+
+class TaskGuardRails(Payload, frozen=True, kw_only=True):
+    allowed_paths: list[str]
+    max_changed_lines: int
+    forbidden_operations: list[str]
+
+
+class TaskPacketCreated(Payload, frozen=True, kw_only=True):
+    project_id: str
+    key: str
+    title: str
+    targets: list[TaskTarget]
+    spec: dict[str, Any]
+    guard_rails: TaskGuardRails
+    priority: str
+    due: str | None
+    created_at: str
+
+
+class TaskPacketClaimed(Payload, frozen=True, kw_only=True):
+    holder: str
+    at: str
+    lease_expires_at: str
+
+
+class TaskPacketLeaseRenewed(Payload, frozen=True, kw_only=True):
+    lease_expires_at: str
+    at: str
+
+
+class TaskPacketReleased(Payload, frozen=True, kw_only=True):
+    #: abandoned | failed | revoked (the holder was paused)
+    outcome: str
+    reason: str
+    at: str
+
+
+class TaskPacketLeaseExpired(Payload, frozen=True, kw_only=True):
+    holder: str | None
+    at: str
+
+
+class TaskPacketCompleted(Payload, frozen=True, kw_only=True):
+    #: branch, commit, pr_url, summary, changed_files, changed_lines
+    outcome: dict[str, Any]
+    at: str
+
+
+class TaskPacketVerified(Payload, frozen=True, kw_only=True):
+    scan_id: str
+    at: str
+
+
+class TaskPacketReopened(Payload, frozen=True, kw_only=True):
+    scan_id: str
+    remaining: list[str]
+    at: str
+
+
 EVENT_TYPES: dict[str, type[Payload]] = {
     event_type("org", "created"): OrgCreated,
     event_type("project", "created"): ProjectCreated,
@@ -462,6 +568,19 @@ EVENT_TYPES: dict[str, type[Payload]] = {
     event_type("risk_exception", "rejected"): ReasonAt,
     event_type("risk_exception", "revoked"): ReasonAt,
     event_type("risk_exception", "expired"): At,
+    event_type("api_key", "agent_bound"): ApiKeyAgentBound,
+    event_type("agent", "registered"): AgentRegistered,
+    event_type("agent", "autonomy_set"): AgentAutonomySet,
+    event_type("agent", "paused"): AgentPaused,
+    event_type("agent", "resumed"): AgentResumed,
+    event_type("task_packet", "created"): TaskPacketCreated,
+    event_type("task_packet", "claimed"): TaskPacketClaimed,
+    event_type("task_packet", "lease_renewed"): TaskPacketLeaseRenewed,
+    event_type("task_packet", "released"): TaskPacketReleased,
+    event_type("task_packet", "lease_expired"): TaskPacketLeaseExpired,
+    event_type("task_packet", "completed"): TaskPacketCompleted,
+    event_type("task_packet", "verified"): TaskPacketVerified,
+    event_type("task_packet", "reopened"): TaskPacketReopened,
 }
 
 

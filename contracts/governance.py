@@ -73,11 +73,15 @@ class Rollback(Command, kw_only=True, forbid_unknown_fields=True, frozen=True):
 
 
 class DecideApproval(Command, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    #: The approval request (needed on the bus; over HTTP the path names it).
+    request_id: Uuid | None = None
     decision: Literal["approve", "reject"]
     reason: OptionalReason = ""
 
 
 class CommentApproval(Command, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    #: The approval request (needed on the bus; over HTTP the path names it).
+    request_id: Uuid | None = None
     text: Annotated[str, Meta(min_length=1, max_length=5000)]
 
 
@@ -97,6 +101,8 @@ class RequestException(Command, kw_only=True, forbid_unknown_fields=True, frozen
 
 
 class DecideException(Command, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    #: The exception (needed on the bus; over HTTP the path names it).
+    exception_id: Uuid | None = None
     decision: Literal["approve", "reject"]
     reason: OptionalReason = ""
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from contracts import commands, targets
+from contracts import commands, governance, targets, tasks
 from contracts.envelope import CommandEnvelope, EventEnvelope
 from contracts.events import EVENT_TYPES
 from contracts.policy import PolicyDocument
@@ -18,6 +18,18 @@ BUS_COMMANDS: dict[tuple[str, str], type[commands.Command]] = {
     ("scan", "submit"): commands.SubmitScan,
     ("scan_target", "register"): targets.RegisterScanTarget,
     ("scan_job", "request"): targets.RequestScanJob,
+    ("task", "create"): tasks.CreateTasks,
+    ("task", "claim"): tasks.ClaimTask,
+    ("task", "heartbeat"): tasks.TaskHeartbeat,
+    ("task", "complete"): tasks.CompleteTask,
+    ("task", "release"): tasks.ReleaseTask,
+    ("version", "register"): governance.RegisterVersion,
+    ("tests", "submit"): governance.SubmitTestResults,
+    ("promotion", "request"): governance.RequestPromotion,
+    ("exception", "request"): governance.RequestException,
+    ("exception", "decide"): governance.DecideException,
+    ("approval", "decide"): governance.DecideApproval,
+    ("approval", "comment"): governance.CommentApproval,
 }
 
 

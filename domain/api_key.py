@@ -87,6 +87,15 @@ class ApiKey(PearlAggregate):
         self.expires_at = expires_at
         self.revoked = False
         self.last_used_at: str | None = None
+        self.agent: str | None = None
+
+    def bind_agent(self, agent: str, actor: str) -> None:
+        """Make this the credential of a registered agent (in the save that issues it)."""
+        self._agent_bound(agent=agent, actor=actor)
+
+    @event("AgentBound")
+    def _agent_bound(self, agent: str, actor: str) -> None:
+        self.agent = agent
 
     def matches(self, token: str) -> bool:
         return hmac.compare_digest(self.digest, key_digest(self.salt, token))

@@ -13,6 +13,8 @@ PEARL_NS = UUID("5f1d8c3e-8a53-4c64-9a0e-6f2b2c0d9e11")
 
 #: W3C traceparent of the request being handled; stamped on every event it causes.
 current_traceparent: ContextVar[str] = ContextVar("pearl_traceparent", default="")
+#: Which way the command being handled came in (http, nats, mcp, cli); named in denials.
+current_channel: ContextVar[str] = ContextVar("pearl_channel", default="internal")
 
 
 def stable_id(*parts: str) -> UUID:

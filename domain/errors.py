@@ -11,6 +11,8 @@ class PearlError(Exception):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+        #: True once the domain wrote this refusal to the audit trail itself.
+        self.recorded = False
 
 
 class NotFound(PearlError):
@@ -41,6 +43,24 @@ class Forbidden(PearlError):
     """The caller is authenticated but not allowed to do this."""
 
     code = "forbidden"
+
+
+class AutonomyExceeded(Forbidden):
+    """An agent tried what its autonomy level (or the kill switch) does not allow."""
+
+    code = "autonomy-exceeded"
+
+
+class GuardRailViolation(Forbidden):
+    """An agent's action broke a guard rail of its task packet (paths, size)."""
+
+    code = "guard-rail"
+
+
+class LeaseConflict(Conflict):
+    """The task packet is not held by the caller, or the lease ran out."""
+
+    code = "lease-conflict"
 
 
 class Unauthenticated(PearlError):

@@ -11,12 +11,18 @@ digest, or the decision was not what its history says.
 
 from __future__ import annotations
 
+import copy
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
 from uuid import UUID
 
 import msgspec
+from eventsourcing.application import Repository, project_aggregate
+from eventsourcing.domain import Aggregate
 
 from contracts.governance import (
     CommentApproval,
@@ -33,7 +39,7 @@ from contracts.policy import AnyRule, Approvals, PolicyDocument
 from domain.approval import ApprovalRequest, approval_request_id
 from domain.authz import Action, Principal, authorize
 from domain.environment import DeployEnvironment, environment_id
-from domain.errors import Conflict, InvalidInput, NotFound
+from domain.errors import AutonomyExceeded, Conflict, CrossOrg, InvalidInput, NotFound
 from domain.finding import Finding
 from domain.gate import applies, evaluate
 from domain.gate_facts import (
@@ -69,6 +75,7 @@ if TYPE_CHECKING:
     from domain.pearl_app import CommandResult, Idempotency
 
 G = TypeVar("G", Promotion, ApprovalRequest, RiskException)
+A = TypeVar("A", bound=Aggregate)
 GATEKEEPER = "system:gatekeeper"
 SCHEDULER = "system:scheduler"
 Source = Literal["baseline", "project"]
@@ -295,7 +302,7 @@ class GovernanceCommands:
         org: str | None = None,
     ) -> CommandResult:
         """Open a promotion of a registered version into the next environment (gate pending)."""
-        project = self._project_for(principal, project_id, Action.PROMOTION_REQUEST, org)
+        project = self._project_for(principal, project_id, Action.PROMOTION_REQUEST, org, cmd.to)
         if (replay := self._replay(project.org, idem)) is not None:
             return replay
         pid = str(project.id)
@@ -360,7 +367,7 @@ class GovernanceCommands:
 
     def promotion_for_gate(self: AppHost, promotion_id: UUID) -> Promotion:
         """The promotion, for the gate service (callers were authorized already)."""
-        return self._load(Promotion, promotion_id, f"promotion {promotion_id}")
+        return _current(self, Promotion, promotion_id, f"promotion {promotion_id}")
 
     def authorize_evaluation(self: AppHost, principal: Principal, promotion_id: UUID) -> Promotion:
         return _visible(self, principal, Promotion, promotion_id, Action.PROMOTION_REQUEST)
@@ -379,12 +386,12 @@ class GovernanceCommands:
         An automatic re-evaluation whose trigger was already covered by an earlier evaluation
         of this promotion, or a promotion that is closed, records nothing.
         """
-        promotion = self._load(Promotion, promotion_id, f"promotion {promotion_id}")
+        promotion = _current(self, Promotion, promotion_id, f"promotion {promotion_id}")
         if not promotion.is_open:
             return GateOutcome(None, None, None)
         if trigger != "manual" and trigger_position <= promotion.last_trigger:
             return GateOutcome(None, None, None)
-        project = self._load(Project, UUID(promotion.project_id), "project")
+        project = _current(self, Project, UUID(promotion.project_id), "project")
         policy = effective_policy(self, project, promotion.to_environment)
         decision = evaluate(policy.rules, inputs)
         decision_id = promotion.record_evaluation(
@@ -404,14 +411,27 @@ class GovernanceCommands:
             "result": decision.result,
             "inputs_digest": decision.inputs_digest,
         }
-        return GateOutcome(self._commit(promotion.org, ids, None, promotion), decision, decision_id)
+        result = self._commit(promotion.org, ids, None, promotion)
+        _kept(self).put(promotion)
+        return GateOutcome(result, decision, decision_id)
 
     def promote(
         self: AppHost, principal: Principal, promotion_id: UUID, idem: Idempotency | None = None
     ) -> CommandResult:
         """Complete a promotion whose latest gate evaluation passed: the version goes live."""
         promotion = self._load(Promotion, promotion_id, f"promotion {promotion_id}")
-        authorize(principal, Action.PROMOTION_COMPLETE, promotion.org)
+        authorize(
+            principal,
+            Action.PROMOTION_COMPLETE,
+            promotion.org,
+            promotion.to_environment,
+            f"promotion {promotion_id}",
+        )
+        if principal.kind == "agent" and promotion.needs_human_approval:
+            raise AutonomyExceeded(
+                f"promotion {promotion_id}: its gate has a human approval rule, so a person "
+                "completes it"
+            )
         if (replay := self._replay(promotion.org, idem)) is not None:
             return replay
         at = self.clock().isoformat()
@@ -445,7 +465,10 @@ class GovernanceCommands:
         promotion = self._load(Promotion, promotion_id, f"promotion {promotion_id}")
         own = principal.actor == promotion.requested_by
         authorize(
-            principal, Action.PROMOTION_REQUEST if own else Action.PROMOTION_REJECT, promotion.org
+            principal,
+            Action.PROMOTION_REQUEST if own else Action.PROMOTION_REJECT,
+            promotion.org,
+            resource=f"promotion {promotion_id}",
         )
         if (replay := self._replay(promotion.org, idem)) is not None:
             return replay
@@ -504,7 +527,9 @@ class GovernanceCommands:
     ) -> CommandResult:
         """Ask again after a request expired or was rejected (same version, fresh expiry)."""
         promotion = self._load(Promotion, promotion_id, f"promotion {promotion_id}")
-        authorize(principal, Action.PROMOTION_REQUEST, promotion.org)
+        authorize(
+            principal, Action.PROMOTION_REQUEST, promotion.org, resource=f"promotion {promotion_id}"
+        )
         if (replay := self._replay(promotion.org, idem)) is not None:
             return replay
         if not promotion.is_open:
@@ -531,9 +556,16 @@ class GovernanceCommands:
         request_id: UUID,
         cmd: DecideApproval,
         idem: Idempotency | None = None,
+        org: str | None = None,
     ) -> CommandResult:
         request = self._load(ApprovalRequest, request_id, f"approval request {request_id}")
-        authorize(principal, Action.APPROVAL_DECIDE, request.org)
+        _in_org(request, org, f"approval request {request_id}")
+        authorize(
+            principal,
+            Action.APPROVAL_DECIDE,
+            request.org,
+            resource=f"approval request {request_id}",
+        )
         if (replay := self._replay(request.org, idem)) is not None:
             return replay
         roles = sorted(str(r) for r in principal.roles)
@@ -553,9 +585,16 @@ class GovernanceCommands:
         request_id: UUID,
         cmd: CommentApproval,
         idem: Idempotency | None = None,
+        org: str | None = None,
     ) -> CommandResult:
         request = self._load(ApprovalRequest, request_id, f"approval request {request_id}")
-        authorize(principal, Action.APPROVAL_COMMENT, request.org)
+        _in_org(request, org, f"approval request {request_id}")
+        authorize(
+            principal,
+            Action.APPROVAL_COMMENT,
+            request.org,
+            resource=f"approval request {request_id}",
+        )
         if (replay := self._replay(request.org, idem)) is not None:
             return replay
         request.comment(cmd.text, self.clock().isoformat(), principal.actor)
@@ -578,7 +617,9 @@ class GovernanceCommands:
         idem: Idempotency | None = None,
         org: str | None = None,
     ) -> CommandResult:
-        project = self._project_for(principal, project_id, Action.EXCEPTION_REQUEST, org)
+        project = self._project_for(
+            principal, project_id, Action.EXCEPTION_REQUEST, org, cmd.environment
+        )
         if (replay := self._replay(project.org, idem)) is not None:
             return replay
         if not (cmd.finding_ids or cmd.rule_id or cmd.cwe):
@@ -624,9 +665,13 @@ class GovernanceCommands:
         exception_id: UUID,
         cmd: DecideException,
         idem: Idempotency | None = None,
+        org: str | None = None,
     ) -> CommandResult:
         exception = self._load(RiskException, exception_id, f"exception {exception_id}")
-        authorize(principal, Action.EXCEPTION_DECIDE, exception.org)
+        _in_org(exception, org, f"exception {exception_id}")
+        authorize(
+            principal, Action.EXCEPTION_DECIDE, exception.org, resource=f"exception {exception_id}"
+        )
         if (replay := self._replay(exception.org, idem)) is not None:
             return replay
         if cmd.decision == "approve":
@@ -646,7 +691,9 @@ class GovernanceCommands:
         idem: Idempotency | None = None,
     ) -> CommandResult:
         exception = self._load(RiskException, exception_id, f"exception {exception_id}")
-        authorize(principal, Action.EXCEPTION_DECIDE, exception.org)
+        authorize(
+            principal, Action.EXCEPTION_DECIDE, exception.org, resource=f"exception {exception_id}"
+        )
         if (replay := self._replay(exception.org, idem)) is not None:
             return replay
         exception.revoke(reason, self.clock(), principal.actor)
@@ -796,13 +843,96 @@ def _document(entry: dict[str, Any] | None) -> PolicyDocument | None:
     return None if entry is None else msgspec.convert(entry["document"], PolicyDocument)
 
 
+class _Kept:
+    """The last known state of the aggregates every gate evaluation reads (its promotion,
+    whose history grows by one decision per evaluation, and its project), per Application.
+
+    A kept aggregate is never changed: `_current` brings a copy up to date with the events
+    stored since (one indexed read, usually empty), so it is as fresh as a full load.
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size  # the most recently used; a long decision history is large
+        self._lock = threading.Lock()
+        self._items: OrderedDict[UUID, Aggregate] = OrderedDict()
+
+    def get(self, aggregate_id: UUID) -> Aggregate | None:
+        with self._lock:
+            item = self._items.get(aggregate_id)
+            if item is not None:
+                self._items.move_to_end(aggregate_id)
+            return item
+
+    def put(self, aggregate: Aggregate) -> None:
+        """Keep a copy of a stored state (unless a later one is kept already)."""
+        kept = _copy(aggregate)
+        with self._lock:
+            current = self._items.get(kept.id)
+            if current is None or current.version <= kept.version:
+                self._items[kept.id] = kept
+                self._items.move_to_end(kept.id)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+_KEPT: weakref.WeakKeyDictionary[Any, _Kept] = weakref.WeakKeyDictionary()
+_KEPT_LOCK = threading.Lock()
+
+
+def _kept(host: AppHost) -> _Kept:
+    with _KEPT_LOCK:
+        kept = _KEPT.get(host)
+        if kept is None:
+            kept = _KEPT[host] = _Kept()
+        return kept
+
+
+class _EventSourced(Protocol):
+    @property
+    def repository(self) -> Repository[UUID]: ...
+
+
+def _current(host: AppHost, cls: type[A], aggregate_id: UUID, what: str) -> A:
+    """The aggregate as stored now, a copy of the caller's own: the kept state brought up to
+    date with the events stored after it, or a full load the first time."""
+    kept = _kept(host)
+    known = kept.get(aggregate_id)
+    if not isinstance(known, cls):
+        aggregate = host._load(cls, aggregate_id, what)
+    else:
+        store = cast("_EventSourced", host).repository.event_store
+        newer = store.get(originator_id=aggregate_id, gt=known.version)
+        updated = project_aggregate(_copy(known), newer)
+        if updated is None:
+            raise NotFound(f"{what} not found")
+        aggregate = updated
+    kept.put(aggregate)
+    return aggregate
+
+
+def _copy(aggregate: A) -> A:
+    """A copy whose attribute lists and dicts are its own: events append to or reassign
+    them, so changing the copy leaves the original as it was."""
+    clone = copy.copy(aggregate)
+    for name, value in vars(aggregate).items():
+        if isinstance(value, list | dict):
+            setattr(clone, name, copy.copy(value))
+    return clone
+
+
 def _visible(
     host: AppHost, principal: Principal, cls: type[G], aggregate_id: UUID, action: Action
 ) -> G:
     """A governance aggregate the principal may act on (another org's is not found)."""
     aggregate = host._load(cls, aggregate_id, f"{_name(cls)} {aggregate_id}")
-    authorize(principal, action, aggregate.org)
+    authorize(principal, action, aggregate.org, resource=f"{_name(cls)} {aggregate_id}")
     return aggregate
+
+
+def _in_org(aggregate: ApprovalRequest | RiskException, org: str | None, what: str) -> None:
+    """A command addressed to an org (a bus subject) acts only on that org's aggregates."""
+    if org is not None and aggregate.org != org:
+        raise CrossOrg(f"{what} not found in org {org!r}")
 
 
 def _expire(host: AppHost, cls: type[ApprovalRequest | RiskException], aggregate_id: UUID) -> bool:

@@ -8,6 +8,7 @@ without a cycle.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from uuid import UUID
@@ -15,6 +16,8 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import ApplicationRecorder
 
+from contracts.commands import IssueApiKey
+from domain.api_key import ApiKey
 from domain.authz import Action, Principal
 from domain.ingest import Report, ScanMeta
 from domain.project import Project
@@ -48,8 +51,30 @@ class AppHost(Protocol):
     ) -> CommandResult: ...
 
     def _project_for(
-        self, principal: Principal, project_id: UUID, action: Action, org: str | None = None
+        self,
+        principal: Principal,
+        project_id: UUID,
+        action: Action,
+        org: str | None = None,
+        environment: str | None = None,
     ) -> Project: ...
+
+    def _mint_key(self, org: str, cmd: IssueApiKey, actor: str) -> tuple[ApiKey, str]: ...
+
+    def _audited(
+        self, principal: Principal, action: str, resource: str
+    ) -> AbstractContextManager[None]: ...
+
+    def record_denial(
+        self,
+        org: str,
+        actor: str,
+        action: str,
+        resource: str,
+        reason: str,
+        code: str,
+        channel: str,
+    ) -> None: ...
 
     def submit_scan(
         self,

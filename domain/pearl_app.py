@@ -16,6 +16,7 @@ from eventsourcing.popo import POPOFactory
 
 from contracts.commands import CreateOrg, CreateProject, IssueApiKey, RecordFinding
 from domain.access import AccessDenial
+from domain.agents_app import AgentCommands
 from domain.api_key import ApiKey, api_key_id, generate_key, split_token
 from domain.audit_checkpoint import AuditCheckpoint, checkpoint_id
 from domain.authz import SYSTEM_ORG, Action, Principal, Role, authorize
@@ -52,6 +53,7 @@ from domain.project import Project
 from domain.scan_report import ScanReport, scan_report_id
 from domain.scan_scope import ScanScope, scan_scope_id
 from domain.targets_app import ScanTargetCommands
+from domain.tasks_app import TaskCommands
 
 A = TypeVar("A", bound=Aggregate)
 Clock = Callable[[], datetime]
@@ -84,7 +86,9 @@ class CommandResult:
         return {**self.ids, **self.secret, "position": self.position}
 
 
-class PearlApp(GovernanceCommands, ScanTargetCommands, Application[UUID]):
+class PearlApp(
+    AgentCommands, TaskCommands, GovernanceCommands, ScanTargetCommands, Application[UUID]
+):
     """Command handlers and aggregate queries over one event store (the `pearl_events` table)."""
 
     name = "pearl"
@@ -195,11 +199,16 @@ class PearlApp(GovernanceCommands, ScanTargetCommands, Application[UUID]):
     def issue_api_key(self, principal: Principal, org: str, cmd: IssueApiKey) -> CommandResult:
         """Issue a key; its token is in the answer once and never stored or replayed."""
         authorize(principal, Action.APIKEY_ISSUE, org)
+        if Role.AGENT in cmd.roles:
+            raise InvalidInput(
+                "agent credentials come with a registered agent: POST /v1/orgs/{org}/agents"
+            )
         if org != SYSTEM_ORG:
             self._load(Org, org_id(org), f"org {org!r}")
         return self._issue_key(org, cmd, principal.actor)
 
-    def _issue_key(self, org: str, cmd: IssueApiKey, actor: str) -> CommandResult:
+    def _mint_key(self, org: str, cmd: IssueApiKey, actor: str) -> tuple[ApiKey, str]:
+        """A new key aggregate (unsaved) and its token, which exists only in this answer."""
         new = generate_key(org)
         expires = cmd.expires_in_days and (self.clock() + timedelta(days=cmd.expires_in_days))
         key = ApiKey(
@@ -212,8 +221,12 @@ class PearlApp(GovernanceCommands, ScanTargetCommands, Application[UUID]):
             expires_at=expires.isoformat() if expires else None,
             actor=actor,
         )
-        result = self._commit(org, {"key_id": new.key_id, "org": org}, None, key)
-        return CommandResult(result.ids, result.position, secret={"token": new.token})
+        return key, new.token
+
+    def _issue_key(self, org: str, cmd: IssueApiKey, actor: str) -> CommandResult:
+        key, token = self._mint_key(org, cmd, actor)
+        result = self._commit(org, {"key_id": key.key_id, "org": org}, None, key)
+        return CommandResult(result.ids, result.position, secret={"token": token})
 
     def bootstrap_admin_key(self, name: str = "bootstrap admin") -> str:
         """Create a platform administrator key (first start of an installation)."""
@@ -276,7 +289,8 @@ class PearlApp(GovernanceCommands, ScanTargetCommands, Application[UUID]):
             raise Unauthenticated("API key expired")
         roles = frozenset(Role(r) for r in key.roles)
         kind = "system" if org == SYSTEM_ORG else "agent" if Role.AGENT in roles else "service"
-        return Principal(id=key_id, org=org, roles=roles, kind=kind, name=key.name)
+        grant = self.agent_grant(org, key.agent) if key.agent else None
+        return Principal(id=key_id, org=org, roles=roles, kind=kind, name=key.name, agent=grant)
 
     # --- projects ---------------------------------------------------------------------------
 
@@ -306,13 +320,19 @@ class PearlApp(GovernanceCommands, ScanTargetCommands, Application[UUID]):
         return self._project_for(principal, project_id, Action.PROJECT_READ)
 
     def _project_for(
-        self, principal: Principal, project_id: UUID, action: Action, org: str | None = None
+        self,
+        principal: Principal,
+        project_id: UUID,
+        action: Action,
+        org: str | None = None,
+        environment: str | None = None,
     ) -> Project:
-        """The project if the principal may act on it (and it is in `org`, when one is named)."""
+        """The project if the principal may act on it (and it is in `org`, when one is named);
+        an agent's autonomy is judged in `environment` (`*` when the action has none)."""
         project = self._load(Project, project_id, f"project {project_id}")
         if org is not None and project.org != org:
             raise CrossOrg(f"project {project_id} not found in org {org!r}")
-        authorize(principal, action, project.org)
+        authorize(principal, action, project.org, environment, f"project {project_id}")
         return project
 
     # --- findings ---------------------------------------------------------------------------
@@ -370,7 +390,7 @@ class PearlApp(GovernanceCommands, ScanTargetCommands, Application[UUID]):
     ) -> CommandResult:
         """A person's decision: false positive, not affected, or accepted risk (VEX vocabulary)."""
         finding = self._load(Finding, fid, f"finding {fid}")
-        authorize(principal, Action.FINDING_TRIAGE, finding.org)
+        authorize(principal, Action.FINDING_TRIAGE, finding.org, resource=f"finding {fid}")
         if (replay := self._replay(finding.org, idem)) is not None:
             return replay
         finding.triage(status=status, justification=justification, actor=principal.actor)
@@ -493,7 +513,7 @@ class PearlApp(GovernanceCommands, ScanTargetCommands, Application[UUID]):
 
     def get_scan(self, principal: Principal, scan_id: UUID) -> ScanReport:
         scan = self._load(ScanReport, scan_id, f"scan {scan_id}")
-        authorize(principal, Action.FINDING_READ, scan.org)
+        authorize(principal, Action.FINDING_READ, scan.org, resource=f"scan {scan_id}")
         return scan
 
     def project_as_of(
@@ -542,7 +562,7 @@ class PearlApp(GovernanceCommands, ScanTargetCommands, Application[UUID]):
 
     def get_finding(self, principal: Principal, fid: UUID) -> Finding:
         finding = self._load(Finding, fid, f"finding {fid}")
-        authorize(principal, Action.FINDING_READ, finding.org)
+        authorize(principal, Action.FINDING_READ, finding.org, resource=f"finding {fid}")
         return finding
 
 

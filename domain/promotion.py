@@ -65,6 +65,15 @@ class Promotion(PearlAggregate):
     def latest(self) -> dict[str, Any] | None:
         return self.evaluations[-1] if self.evaluations else None
 
+    @property
+    def needs_human_approval(self) -> bool:
+        """The latest gate has an approvals rule that applied (agents never complete those)."""
+        latest = self.latest or {}
+        return any(
+            r.get("kind") == "approvals" and r.get("status") != "not_applicable"
+            for r in latest.get("rules", [])
+        )
+
     def evaluation(self, decision: UUID | str) -> dict[str, Any] | None:
         for item in self.evaluations:
             if item["decision_id"] == str(decision):

@@ -216,7 +216,7 @@ class ScanTargetCommands:
 
     def get_job(self: TargetHost, principal: Principal, job_id: UUID) -> ScanJob:
         job = self._load(ScanJob, job_id, f"scan job {job_id}")
-        authorize(principal, READ, job.org)
+        authorize(principal, READ, job.org, resource=f"scan job {job_id}")
         return job
 
     def job_step(self: TargetHost, job_id: UUID, attempt: int, grace: float) -> Step:
@@ -315,5 +315,5 @@ def _target_for(
     target = host._load(ScanTarget, target_id, f"scan target {target_id}")
     if org is not None and target.org != org:
         raise CrossOrg(f"scan target {target_id} not found in org {org!r}")
-    authorize(principal, action, target.org)
+    authorize(principal, action, target.org, resource=f"scan target {target_id}")
     return target

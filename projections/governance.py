@@ -14,7 +14,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from contracts.envelope import EventEnvelope, event_type
-from projections.base import Batch, Cursor, Projection
+from projections.base import Batch, Cursor, Projection, update_once
 
 POLICY = "gate_policy"
 VERSION = "release_version"
@@ -23,23 +23,6 @@ PROMOTION = "promotion"
 ENVIRONMENT = "deploy_environment"
 APPROVAL = "approval_request"
 EXCEPTION = "risk_exception"
-
-
-def _guard(env: EventEnvelope) -> tuple[Any, ...]:
-    """(version, id, version): the tail of every version-guarded `_update`."""
-    return env.aggregateversion, env.aggregateid, env.aggregateversion
-
-
-async def _update(
-    cur: Cursor, table: str, sets: str, env: EventEnvelope, *values: Any, column: str = "version_no"
-) -> None:
-    """Set columns of one aggregate's row, once: only when the event is newer than the row
-    (`column` holds the row's aggregate version)."""
-    await cur.execute(
-        f"UPDATE {table} SET {sets}, {column} = %s"  # noqa: S608 - constant names only
-        f" WHERE id = %s AND {column} < %s",
-        (*values, *_guard(env)),
-    )
 
 
 # --- policies ------------------------------------------------------------------------------------
@@ -80,7 +63,7 @@ async def _policy_revised(cur: Cursor, env: EventEnvelope, batch: Batch) -> None
             env.aggregateid,
         ),
     )
-    await _update(
+    await update_once(
         cur,
         "gate_policy_view",
         "current_version = %s, current_digest = %s, updated_at = %s",
@@ -198,7 +181,7 @@ async def _gate_evaluated(cur: Cursor, env: EventEnvelope, batch: Batch) -> None
             env.aggregateversion,
         ),
     )
-    await _update(
+    await update_once(
         cur,
         "promotion_view",
         "status = %s, evaluations = evaluations + 1, last_decision_id = %s, last_result = %s,"
@@ -212,11 +195,13 @@ async def _gate_evaluated(cur: Cursor, env: EventEnvelope, batch: Batch) -> None
 
 
 async def _approval_requested_for(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
-    await _update(cur, "promotion_view", "approval_request_id = %s", env, env.data["request_id"])
+    await update_once(
+        cur, "promotion_view", "approval_request_id = %s", env, env.data["request_id"]
+    )
 
 
 async def _promoted(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
-    await _update(
+    await update_once(
         cur,
         "promotion_view",
         "status = 'promoted', closed_at = %s, closed_by = %s",
@@ -228,7 +213,7 @@ async def _promoted(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
 
 async def _promotion_rejected(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
     d = env.data
-    await _update(
+    await update_once(
         cur,
         "promotion_view",
         "status = 'rejected', closed_at = %s, close_reason = %s, closed_by = %s",
@@ -242,8 +227,8 @@ async def _promotion_rejected(cur: Cursor, env: EventEnvelope, batch: Batch) -> 
 # --- environments and releases -------------------------------------------------------------------
 
 
-async def _environment_update(cur: Cursor, env: EventEnvelope, sets: str, *values: Any) -> None:
-    await _update(cur, "environment_view", sets, env, *values, column="version")
+async def _environmentupdate_once(cur: Cursor, env: EventEnvelope, sets: str, *values: Any) -> None:
+    await update_once(cur, "environment_view", sets, env, *values, column="version")
 
 
 async def _environment_opened(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
@@ -256,11 +241,11 @@ async def _environment_opened(cur: Cursor, env: EventEnvelope, batch: Batch) -> 
 
 
 async def _environment_promotion_opened(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
-    await _environment_update(cur, env, "pending_promotion_id = %s", env.data["promotion_id"])
+    await _environmentupdate_once(cur, env, "pending_promotion_id = %s", env.data["promotion_id"])
 
 
 async def _environment_promotion_closed(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
-    await _environment_update(cur, env, "pending_promotion_id = NULL")
+    await _environmentupdate_once(cur, env, "pending_promotion_id = NULL")
 
 
 async def _release(
@@ -302,7 +287,7 @@ async def _environment_promoted(cur: Cursor, env: EventEnvelope, batch: Batch) -
     await _release(
         cur, env, "promoted", d["release"], d["digest"], d["commit"], d["promotion_id"], None
     )
-    await _environment_update(
+    await _environmentupdate_once(
         cur,
         env,
         "current_version = %s, current_digest = %s, current_commit = %s, live_since = %s,"
@@ -321,7 +306,7 @@ async def _environment_rolled_back(cur: Cursor, env: EventEnvelope, batch: Batch
     await _release(
         cur, env, "rolled_back", d["to_release"], d["to_digest"], d["to_commit"], None, d["reason"]
     )
-    await _environment_update(
+    await _environmentupdate_once(
         cur,
         env,
         "current_version = %s, current_digest = %s, current_commit = %s, live_since = %s,"
@@ -377,7 +362,7 @@ async def _approval_decided(cur: Cursor, env: EventEnvelope, batch: Batch) -> No
         "at": d["at"],
     }
     approve = 1 if d["decision"] == "approve" else 0
-    await _update(
+    await update_once(
         cur,
         "approval_view",
         "decisions = decisions || %s, approvals = approvals + %s,"
@@ -394,15 +379,15 @@ async def _approval_decided(cur: Cursor, env: EventEnvelope, batch: Batch) -> No
 async def _approval_commented(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
     d = env.data
     entry = {"actor": env.actor, "text": d["text"], "at": d["at"]}
-    await _update(cur, "approval_view", "comments = comments || %s", env, Jsonb([entry]))
+    await update_once(cur, "approval_view", "comments = comments || %s", env, Jsonb([entry]))
 
 
 async def _approval_expired(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
-    await _update(cur, "approval_view", "status = 'expired'", env)
+    await update_once(cur, "approval_view", "status = 'expired'", env)
 
 
 async def _approval_voided(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
-    await _update(cur, "approval_view", "status = 'voided'", env)
+    await update_once(cur, "approval_view", "status = 'voided'", env)
 
 
 # --- exceptions ----------------------------------------------------------------------------------
@@ -436,7 +421,7 @@ async def _exception_requested(cur: Cursor, env: EventEnvelope, batch: Batch) ->
 
 
 async def _exception_approved(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
-    await _update(
+    await update_once(
         cur,
         "exception_view",
         "status = 'active', approved_by = %s, decided_at = %s",
@@ -448,7 +433,7 @@ async def _exception_approved(cur: Cursor, env: EventEnvelope, batch: Batch) -> 
 
 async def _exception_rejected(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
     d = env.data
-    await _update(
+    await update_once(
         cur,
         "exception_view",
         "status = 'rejected', reason = %s, decided_at = %s",
@@ -459,11 +444,13 @@ async def _exception_rejected(cur: Cursor, env: EventEnvelope, batch: Batch) -> 
 
 
 async def _exception_revoked(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
-    await _update(cur, "exception_view", "status = 'revoked', reason = %s", env, env.data["reason"])
+    await update_once(
+        cur, "exception_view", "status = 'revoked', reason = %s", env, env.data["reason"]
+    )
 
 
 async def _exception_expired(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
-    await _update(cur, "exception_view", "status = 'expired'", env)
+    await update_once(cur, "exception_view", "status = 'expired'", env)
 
 
 PROJECTION = Projection(

@@ -11,7 +11,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from contracts.envelope import EventEnvelope
-from projections import api_keys, audit, findings, governance, orgs, scans, scope, targets
+from projections import agents, api_keys, audit, findings, governance, orgs, scans, scope, targets
 from projections.base import Batch, Cursor, Projection
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,7 @@ PROJECTIONS: tuple[Projection, ...] = (
     api_keys.PROJECTION,
     targets.PROJECTION,
     governance.PROJECTION,
+    agents.PROJECTION,
     audit.PROJECTION,
 )
 CHECKPOINT = "read_models"

@@ -85,13 +85,21 @@ class Authenticator:
         if not roles:
             raise Unauthenticated("token grants no PeaRL role")
         kind = "agent" if Role.AGENT in roles else "human"
+        subject = str(claims["sub"])[:200]
+        # An agent's token names the registered agent (`agent` claim, else its subject).
+        grant = (
+            self.app.agent_grant(org, str(claims.get("agent") or subject))
+            if kind == "agent"
+            else None
+        )
         return Principal(
-            id=str(claims["sub"])[:200],
+            id=subject,
             org=org,
             roles=roles,
             kind=kind,
             name=str(claims.get("name", ""))[:200],
             credential="jwt",
+            agent=grant,
         )
 
 

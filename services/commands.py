@@ -11,12 +11,24 @@ from uuid import UUID
 import msgspec
 
 from contracts.commands import Command, CreateProject, RecordFinding, SubmitScan
+from contracts.governance import (
+    CommentApproval,
+    DecideApproval,
+    DecideException,
+    RegisterVersion,
+    RequestException,
+    RequestPromotion,
+    SubmitTestResults,
+)
 from contracts.targets import RegisterScanTarget, RequestScanJob
+from contracts.tasks import ClaimTask, CompleteTask, CreateTasks, ReleaseTask, TaskHeartbeat
 from domain.authz import Principal
 from domain.errors import InvalidInput
 from domain.ingest import ScanMeta
 from domain.pearl_app import CommandResult, Idempotency, PearlApp
 from domain.scanners import ReportStream
+from services import governance_commands as gov
+from services import task_commands as tasks
 from services.reports import ReportStore, Spooled, meta_for, parse_file, spool_bytes
 from services.target_commands import register_scan_target, request_scan_job
 
@@ -103,6 +115,18 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("scan", "submit"): Route(SubmitScan, _submit_scan, _prepare_scan),
     ("scan_target", "register"): Route(RegisterScanTarget, register_scan_target),
     ("scan_job", "request"): Route(RequestScanJob, request_scan_job),
+    ("task", "create"): Route(CreateTasks, tasks.create_tasks),
+    ("task", "claim"): Route(ClaimTask, tasks.claim_task),
+    ("task", "heartbeat"): Route(TaskHeartbeat, tasks.heartbeat_task),
+    ("task", "complete"): Route(CompleteTask, tasks.complete_task),
+    ("task", "release"): Route(ReleaseTask, tasks.release_task),
+    ("version", "register"): Route(RegisterVersion, gov.register_version),
+    ("tests", "submit"): Route(SubmitTestResults, gov.submit_tests),
+    ("promotion", "request"): Route(RequestPromotion, gov.request_promotion),
+    ("exception", "request"): Route(RequestException, gov.request_exception),
+    ("exception", "decide"): Route(DecideException, gov.decide_exception),
+    ("approval", "decide"): Route(DecideApproval, gov.decide_approval),
+    ("approval", "comment"): Route(CommentApproval, gov.comment_approval),
 }
 
 

@@ -1,4 +1,5 @@
-"""The gatekeeper: re-evaluates open promotions whenever something their gate reads changes.
+"""The gatekeeper: re-evaluates open promotions whenever something their gate reads changes,
+and judges completed task packets by each new full scan (verified, or reopened).
 
 A durable JetStream pull consumer over every event. Each fetched batch is reduced to the
 projects it touches (a scan, test results, an exception or approval decided or expired, a
@@ -29,6 +30,7 @@ from domain.errors import NotReady, PearlError
 from domain.gate_policy import GatePolicy
 from domain.pearl_app import PearlApp
 from projections import governance_queries as gq
+from projections import task_queries
 from projections.queries import Pool, project_of, wait_for_position
 from services.gate import GateService
 
@@ -69,6 +71,7 @@ class Work:
     projects: dict[str, str] = field(default_factory=dict)  # project id → trigger type
     promotions: dict[str, str] = field(default_factory=dict)
     policies: set[str] = field(default_factory=set)  # gate policy ids to resolve
+    full_scans: dict[str, str] = field(default_factory=dict)  # scan id → project id
 
 
 def plan(envelopes: list[EventEnvelope]) -> Work:
@@ -80,6 +83,8 @@ def plan(envelopes: list[EventEnvelope]) -> Work:
         if env.type not in TRIGGERS and not manual:
             continue
         work.position = max(work.position, env.position)
+        if env.aggregate == "scan_report" and data.get("full"):
+            work.full_scans[env.aggregateid] = str(data["project_id"])
         if env.type == event_type("promotion", "requested"):
             work.promotions[env.aggregateid] = env.type
         elif env.type == event_type("gate_policy", "revised"):
@@ -160,6 +165,7 @@ class Gatekeeper:
             return 0
         if not await wait_for_position(self.pool, work.position, 10.0):
             raise NotReady(f"read models have not reached {work.position}")
+        await self.verify_tasks(work.full_scans)
         targets: dict[str, str] = dict(work.promotions)
         for key, trigger in work.projects.items():
             project_id = await self._project_of(key)
@@ -189,6 +195,22 @@ class Gatekeeper:
                 continue
             recorded += outcome.decision is not None
         return recorded
+
+    async def verify_tasks(self, full_scans: dict[str, str]) -> None:
+        """Judge the completed task packets of each project by its new full scans."""
+        for scan_id, project_id in sorted(full_scans.items()):
+            ids = await task_queries.completed_tasks(self.pool, project_id)
+            if not ids:
+                continue
+            try:
+                counts = await asyncio.to_thread(
+                    self.app.verify_tasks, UUID(scan_id), [UUID(i) for i in ids]
+                )
+            except PearlError as exc:
+                log.warning("tasks not verified", extra={"scan_id": scan_id, "reason": exc.detail})
+                continue
+            if any(counts.values()):
+                log.info("task packets judged", extra={"scan_id": scan_id, **counts})
 
     async def _project_of(self, key: str) -> str | None:
         if not key.startswith("aggregate:"):

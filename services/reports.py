@@ -9,14 +9,17 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from uuid import UUID
 
 from nats.js import JetStreamContext
 from nats.js.api import ObjectStoreConfig, StorageType
 from nats.js.errors import BucketNotFoundError, ObjectNotFoundError
 
 from contracts.subjects import Subjects
+from domain.authz import Principal
 from domain.errors import InvalidInput, PayloadTooLarge, ReportError
 from domain.ingest import ScanMeta
+from domain.pearl_app import CommandResult, PearlApp, command_idempotency
 from domain.scanners import ReportStream, stream_report
 
 CHUNK = 1024 * 1024
@@ -75,6 +78,45 @@ def meta_for(
         full=full,
         commit=commit,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ScanUpload:
+    """Where a submitted report belongs: its scope, its commit, and the caller's options."""
+
+    project_id: UUID
+    tool: str | None = None
+    target: str = "default"
+    branch: str = "main"
+    full: bool = True
+    commit: str | None = None
+    idempotency_key: str | None = None
+
+
+async def submit_upload(
+    app: PearlApp,
+    store: ReportStore | None,
+    principal: Principal,
+    upload: ScanUpload,
+    chunks: AsyncIterator[bytes],
+    limit: int,
+) -> CommandResult:
+    """Authorize, spool, keep, parse and ingest one uploaded report (HTTP and MCP alike)."""
+    await asyncio.to_thread(app.authorize_scan, principal, upload.project_id)
+    async with spool(chunks, limit) as spooled:
+        report = await asyncio.to_thread(parse_file, spooled.path, upload.tool)
+        try:
+            if store is not None:
+                await store.put(spooled)
+            meta = meta_for(spooled, upload.target, upload.branch, upload.full, upload.commit)
+            idem = command_idempotency(
+                upload.idempotency_key, "submitScan", upload.project_id, meta
+            )
+            return await asyncio.to_thread(
+                app.submit_scan, principal, upload.project_id, report, meta, idem
+            )
+        finally:
+            report.close()
 
 
 class ReportStore:

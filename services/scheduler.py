@@ -229,6 +229,7 @@ def default_jobs(app: PearlApp, pool: Pool, settings: Settings) -> list[Job]:
         Job("approval_expiry", settings.scheduler_tick_seconds, expiries.approvals),
         Job("exception_expiry", settings.scheduler_tick_seconds, expiries.exceptions),
         Job("sla_breaches", settings.scheduler_tick_seconds * 6, expiries.slas),
+        Job("task_leases", settings.scheduler_tick_seconds, expiries.task_leases),
     ]
 
 

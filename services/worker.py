@@ -26,6 +26,7 @@ from psycopg import Error as PsycopgError
 from contracts.envelope import CommandEnvelope
 from contracts.subjects import Subjects
 from domain.authz import SYSTEM_ORG, Principal
+from domain.base import current_channel
 from domain.errors import ConcurrencyConflict, CrossOrg, Forbidden, PearlError, Unauthenticated
 from domain.idempotency import request_digest
 from domain.pearl_app import Idempotency, PearlApp
@@ -114,6 +115,7 @@ class CommandProcessor:
 
     def run(self, decoded: Decoded, attachment: Any = None) -> Outcome:
         """Call the Application (blocking); map domain errors to DLQ or retry."""
+        channel = current_channel.set("nats")
         try:
             result = decoded.route.handle(
                 self.app, decoded.principal, decoded.org, decoded.cmd, decoded.idem, attachment
@@ -125,6 +127,8 @@ class CommandProcessor:
             return Outcome("dead", exc.detail, exc.code)
         except PearlError as exc:
             return Outcome("dead", exc.detail, exc.code)
+        finally:
+            current_channel.reset(channel)
         log.info(
             "command applied",
             extra={
@@ -138,6 +142,8 @@ class CommandProcessor:
 
     def _deny(self, org: str, actor: str, subject: str, exc: PearlError) -> None:
         """A refused bus command is an audit event of the caller's org, like a refused request."""
+        if getattr(exc, "recorded", False):  # the domain audited this refusal itself
+            return
         code = "cross-org" if isinstance(exc, CrossOrg) else exc.code
         try:
             self.app.record_denial(org, actor, subject, subject, exc.detail, code, "nats")

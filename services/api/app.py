@@ -13,7 +13,9 @@ from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from domain.base import current_channel
 from domain.base import current_traceparent as event_traceparent
+from services.api.agents import AgentController, TaskController
 from services.api.context import ApiContext, ProjectionLag
 from services.api.governance import ROUTES as GOVERNANCE_ROUTES
 from services.api.problems import HANDLERS, problem
@@ -38,6 +40,7 @@ def tracing_middleware(app: ASGIApp) -> ASGIApp:
         method = str(scope.get("method", ""))
         with span_from(headers, f"{method} {scope['path']}", **{"http.method": method}) as span:
             token = event_traceparent.set(current_traceparent())
+            channel = current_channel.set("http")
 
             async def send_with_status(message: Message) -> None:
                 if message["type"] == "http.response.start":
@@ -47,6 +50,7 @@ def tracing_middleware(app: ASGIApp) -> ASGIApp:
             try:
                 await app(scope, receive, send_with_status)
             finally:
+                current_channel.reset(channel)
                 event_traceparent.reset(token)
 
     return middleware
@@ -97,6 +101,8 @@ def create_app(ctx: ApiContext) -> Litestar:
             VexController,
             *TARGET_ROUTES,
             *GOVERNANCE_ROUTES,
+            AgentController,
+            TaskController,
         ],
         state=State({"ctx": ctx}),
         exception_handlers={**HANDLERS, ProjectionLag: on_projection_lag},

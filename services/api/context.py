@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,15 +53,27 @@ class ApiContext:
 
     async def authenticate(self, request: Request[Any, Any, Any]) -> Principal:
         """The caller, rate limited per principal; failed attempts are limited per address."""
+        principal = await self.authenticate_with(
+            lambda: bearer_token(request), client_address(request)
+        )
+        request.state.principal = principal
+        return principal
+
+    async def authenticate_with(
+        self, token: Callable[[], str], address: str, *, cached: bool = True
+    ) -> Principal:
+        """The principal of a credential, with the rate limits of every request (HTTP, MCP).
+
+        `token` raises Unauthenticated when there is no credential (a failed attempt too);
+        `cached=False` reads the credential afresh (a paused agent is refused at once).
+        """
         assert self._requests is not None and self._failures is not None
-        address = client_address(request)
         self._failures.peek(address, "failed authentication attempts")
         try:
-            principal = await self._principal(bearer_token(request))
+            principal = await self._principal(token(), cached)
         except Unauthenticated:
             self._failures.take(address, "failed authentication attempts")
             raise
-        request.state.principal = principal
         self._requests.take(principal.id, "requests")
         self._note_use(principal)
         return principal
@@ -83,17 +96,23 @@ class ApiContext:
         except Exception:  # a failed note of use must never fail a request
             logging.getLogger(__name__).warning("could not record key use", exc_info=True)
 
-    async def _principal(self, token: str) -> Principal:
+    async def _principal(self, token: str, use_cache: bool = True) -> Principal:
         digest = hashlib.sha256(token.encode()).hexdigest()
         cached = self._auth_cache.get(digest)
         now = time.monotonic()
-        if cached and cached[0] > now:
+        if use_cache and cached and cached[0] > now:
             return cached[1]
         principal = await asyncio.to_thread(self.authenticator.authenticate, token)
+        if principal.kind == "agent":
+            return principal  # never cached: a paused agent is refused on its next request
         if len(self._auth_cache) > 10_000:
             self._auth_cache.clear()
         self._auth_cache[digest] = (now + AUTH_CACHE_SECONDS, principal)
         return principal
+
+    def forget_principals(self) -> None:
+        """Drop cached credentials (after a change to who may do what)."""
+        self._auth_cache.clear()
 
     async def wait_for(self, min_position: int | None) -> None:
         """Read-your-writes: block (bounded) until projections reached `min_position`."""

@@ -4,7 +4,6 @@ and their gate, environments and releases, approvals, exceptions, decision repla
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -27,12 +26,9 @@ from contracts.governance import (
     SubmitTestResults,
 )
 from domain.authz import Action, Principal, authorize
-from domain.errors import InvalidInput, NotFound, NotReady
-from domain.gate import explain
-from domain.gate_inputs import Decision, RuleResult
+from domain.errors import InvalidInput, NotFound
 from domain.gate_policy import GatePolicy
-from domain.governance_app import GATEKEEPER
-from domain.pearl_app import CommandResult, command_idempotency
+from domain.pearl_app import command_idempotency
 from domain.policy_doc import diff_policies
 from projections import governance_queries as gq
 from services.api.context import ApiContext
@@ -49,6 +45,7 @@ from services.api.routes import (
     visible,
     visible_project,
 )
+from services.gate import with_gate
 
 EnvName = Annotated[str, Parameter(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
 PromotionStatusQ = Literal[
@@ -78,39 +75,6 @@ def _diff(policy: GatePolicy, old: int, new: int) -> dict[str, Any]:
     before = policy.at_version(old)["document"] if old else None
     after = policy.at_version(new)["document"]
     return {"from": old, "to": new, "changes": diff_policies(before, after)}
-
-
-async def _gate_after(ctx: ApiContext, promotion_id: UUID, result: CommandResult) -> dict[str, Any]:
-    """Evaluate right away (the gatekeeper would too); if the gatekeeper was first, its
-    decision is the answer; a lagging read side leaves it to the gatekeeper."""
-    with contextlib.suppress(NotReady):
-        outcome = await ctx.gate.evaluate(promotion_id, "command", result.position, GATEKEEPER)
-        if outcome.decision is not None and outcome.result is not None:
-            return {
-                "decision_id": outcome.decision_id,
-                "result": outcome.decision.result,
-                "position": outcome.result.position,
-            }
-    promotion = await asyncio.to_thread(ctx.pearl.promotion_for_gate, promotion_id)
-    latest = promotion.latest
-    if latest is not None and promotion.last_trigger >= result.position:
-        return {"decision_id": latest["decision_id"], "result": latest["result"]}
-    return {}
-
-
-def _with_gate(result: CommandResult, gate: dict[str, Any]) -> CommandResult:
-    position = max(result.position, int(gate.get("position", 0)))
-    ids = {**result.ids, "gate": {k: v for k, v in gate.items() if k != "position"} or None}
-    return CommandResult(ids, position, result.replayed)
-
-
-def _decision_of(row: dict[str, Any]) -> Decision:
-    return Decision(
-        result=row["result"],
-        rules=msgspec.convert(row["rules"], list[RuleResult]),
-        inputs_digest=row["inputs_digest"],
-        evaluated_at=str(row["evaluated_at"]),
-    )
 
 
 class OrgPolicyController(Controller):
@@ -341,9 +305,7 @@ class ProjectGovernanceController(Controller):
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "requestPromotion", project_id, data)
-        result = await run(ctx.pearl.request_promotion, principal, project_id, data, idem)
-        gate = {} if result.replayed else await _gate_after(ctx, UUID(result.ids["id"]), result)
-        return accepted(_with_gate(result, gate))
+        return accepted(await ctx.gate.request_promotion(principal, project_id, data, idem))
 
     @get("/{project_id:uuid}/promotions", operation_id="listPromotions")
     async def list_promotions(
@@ -532,22 +494,7 @@ class PromotionController(Controller):
         decision: UUID | None = None,
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
-        promotion = await asyncio.to_thread(ctx.pearl.get_promotion, principal, promotion_id)
-        recorded = promotion.evaluation(decision) if decision else promotion.latest
-        if recorded is None:
-            raise NotFound("no gate decision recorded for this promotion yet")
-        result = _decision_of(recorded)
-        return {
-            "promotion_id": str(promotion_id),
-            "decision_id": recorded["decision_id"],
-            "status": promotion.status,
-            "result": result.result,
-            "inputs_digest": result.inputs_digest,
-            "policy": recorded["policy"],
-            "as_of_position": recorded["as_of_position"],
-            "failed": [msgspec.to_builtins(r) for r in result.rules if r.status == "failed"],
-            "text": explain(result),
-        }
+        return await ctx.gate.explanation(principal, promotion_id, decision)
 
     @post(
         "/{promotion_id:uuid}/evaluate",
@@ -558,12 +505,7 @@ class PromotionController(Controller):
     async def evaluate(
         self, ctx: ApiContext, principal: Principal, promotion_id: UUID
     ) -> Response[dict[str, Any]]:
-        await asyncio.to_thread(ctx.pearl.authorize_evaluation, principal, promotion_id)
-        position = ctx.pearl.recorder.max_notification_id() or 0
-        outcome = await ctx.gate.evaluate(promotion_id, "manual", position, principal.actor)
-        if outcome.result is None or outcome.decision is None:
-            raise InvalidInput(f"promotion {promotion_id} is closed; it is not evaluated again")
-        return accepted(outcome.result, 200)
+        return accepted(await ctx.gate.evaluate_now(principal, promotion_id), 200)
 
     @post("/{promotion_id:uuid}/promote", operation_id="promote", status_code=200)
     async def promote(
@@ -613,8 +555,20 @@ class PromotionController(Controller):
         self, ctx: ApiContext, principal: Principal, promotion_id: UUID, decision_id: UUID
     ) -> dict[str, Any]:
         promotion = await asyncio.to_thread(ctx.pearl.get_promotion, principal, promotion_id)
-        authorize(principal, Action.AUDIT_READ, promotion.org)
+        authorize(principal, Action.AUDIT_READ, promotion.org, resource=f"promotion {promotion_id}")
         return await ctx.gate.replay(promotion_id, str(decision_id), promotion.org)
+
+
+def _same_id(path_id: UUID, body_id: str | None, field: str) -> None:
+    """The body may repeat the path's id (bus bodies carry it) but never name another one."""
+    if body_id is None:
+        return
+    try:
+        same = UUID(body_id) == path_id
+    except ValueError:
+        same = False
+    if not same:
+        raise InvalidInput(f"{field} {body_id!r} in the body is not the one in the path")
 
 
 def _promotion_state(p: Any) -> dict[str, Any]:
@@ -695,11 +649,12 @@ class ApprovalController(Controller):
         data: DecideApproval,
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
+        _same_id(request_id, data.request_id, "request_id")
         idem = command_idempotency(idempotency_key, "decideApproval", request_id, data)
         result = await run(ctx.pearl.decide_approval, principal, request_id, data, idem)
         promotion_id = UUID(result.ids["promotion_id"])
-        gate = {} if result.replayed else await _gate_after(ctx, promotion_id, result)
-        return accepted(_with_gate(result, gate), 200)
+        gate = {} if result.replayed else await ctx.gate.evaluate_after(promotion_id, result)
+        return accepted(with_gate(result, gate), 200)
 
     @post("/{request_id:uuid}/comments", operation_id="commentApproval")
     async def comment(
@@ -710,6 +665,7 @@ class ApprovalController(Controller):
         data: CommentApproval,
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
+        _same_id(request_id, data.request_id, "request_id")
         idem = command_idempotency(idempotency_key, "commentApproval", request_id, data)
         return accepted(await run(ctx.pearl.comment_approval, principal, request_id, data, idem))
 
@@ -750,6 +706,7 @@ class ExceptionController(Controller):
         data: DecideException,
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
+        _same_id(exception_id, data.exception_id, "exception_id")
         idem = command_idempotency(idempotency_key, "decideException", exception_id, data)
         result = await run(ctx.pearl.decide_exception, principal, exception_id, data, idem)
         return accepted(result, 200)

@@ -92,7 +92,8 @@ def on_pearl_error(request: Request[Any, Any, Any], exc: errors.PearlError) -> R
     response = problem(status, exc.code, title, exc.detail, request, **extra)
     if status == 503:
         response.headers["Retry-After"] = "1"
-    if isinstance(exc, DENIALS):
+    if isinstance(exc, DENIALS) and not getattr(exc, "recorded", False):
+        # `recorded`: the domain already wrote this refusal to the audit trail itself.
         response.background = BackgroundTask(_record_denial, request, exc)
     return response
 

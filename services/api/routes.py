@@ -27,7 +27,7 @@ from domain.pearl_app import CommandResult, command_idempotency
 from domain.wire import to_envelope
 from projections import queries
 from services.api.context import ApiContext
-from services.reports import meta_for, parse_file, spool
+from services.reports import ScanUpload, submit_upload
 
 IdemKey = Annotated[
     str | None,
@@ -151,7 +151,7 @@ def visible(
     """A read-model row the principal may act on; a missing (or hidden) row is not found."""
     if row is None:
         raise NotFound(f"{what} not found")
-    authorize(principal, action, row["org"])
+    authorize(principal, action, row["org"], resource=what)
     return row
 
 
@@ -357,17 +357,15 @@ class ProjectController(Controller):
         commit: CommitQ = None,
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
-        await asyncio.to_thread(ctx.pearl.authorize_scan, principal, project_id)
-        async with spool(request.stream(), ctx.settings.max_report_bytes) as spooled:
-            report = await asyncio.to_thread(parse_file, spooled.path, tool)
-            try:
-                if ctx.reports is not None:
-                    await ctx.reports.put(spooled)
-                meta = meta_for(spooled, target, branch, full, commit)
-                idem = command_idempotency(idempotency_key, "submitScan", project_id, meta)
-                result = await run(ctx.pearl.submit_scan, principal, project_id, report, meta, idem)
-            finally:
-                report.close()
+        upload = ScanUpload(project_id, tool, target, branch, full, commit, idempotency_key)
+        result = await submit_upload(
+            ctx.pearl,
+            ctx.reports,
+            principal,
+            upload,
+            request.stream(),
+            ctx.settings.max_report_bytes,
+        )
         return accepted(result, 202)
 
     @get("/{project_id:uuid}/scans", operation_id="listScans")

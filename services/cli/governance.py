@@ -5,6 +5,9 @@
   promotion into ENV and print the explanation; exit 0 when the gate passed, 1 otherwise,
   so a CI job can use it as a step
 - `pearl replay decision ID`: re-run a recorded gate decision from the event store
+- `pearl approval list --project ID [--status S]`: a project's approval requests
+- `pearl approval decide ID approve|reject [--reason R]`: decide one; the promotion's gate is
+  evaluated again (printed)
 """
 
 from __future__ import annotations
@@ -109,3 +112,45 @@ def replay_decision(args: argparse.Namespace, home: Path) -> int:
 
 def _promotion_of_decision(http: Any, decision: str) -> str:
     return str(checked(http.get(f"/v1/decisions/{decision}"))["promotion_id"])
+
+
+def approval_list(args: argparse.Namespace, home: Path) -> int:
+    params = {"status": args.status} if args.status else None
+    with client(home) as http:
+        try:
+            answer = checked(http.get(f"/v1/projects/{args.project}/approvals", params=params))
+        except ApiProblem as exc:
+            print(f"pearl: {exc.detail}", file=sys.stderr)
+            return 2
+    items = answer["items"]
+    if args.json:
+        print(json.dumps(items, indent=2))
+        return 0
+    for item in items:
+        print(
+            f"{item['id']}  {item['status']:<8}  {item['approvals']}/{item['required_count']}"
+            f"  {item['environment']}  {item['version']}  promotion {item['promotion_id']}"
+        )
+    return 0
+
+
+def approval_decide(args: argparse.Namespace, home: Path) -> int:
+    """Approve or reject a request; the answer carries the gate decision taken right after."""
+    body = {"decision": args.decision, "reason": args.reason}
+    with client(home) as http:
+        try:
+            answer = checked(http.post(f"/v1/approvals/{args.request}/decisions", json=body))
+        except ApiProblem as exc:
+            print(f"pearl: {exc.detail}", file=sys.stderr)
+            return 2
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    gate = answer.get("gate") or {}
+    verdict = f"gate {gate['result']}" if gate.get("result") else "gate pending re-evaluation"
+    print(
+        f"{answer['status']}: approval request {answer['id']} "
+        f"({answer['approvals']}/{answer['required']} approvals); "
+        f"promotion {answer['promotion_id']}: {verdict}"
+    )
+    return 0

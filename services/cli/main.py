@@ -70,6 +70,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    import os
+
+    from services.mcp.server import MCP_PORT, run_mcp
+
+    settings = _settings(args)
+    stdio = args.transport == "stdio"
+    if not stdio and args.token:
+        print(
+            "pearl: over HTTP every request sends 'Authorization: Bearer <key>'; no --token",
+            file=sys.stderr,
+        )
+        return 2
+    # stdout is the protocol in stdio mode: logs go to stderr, spans are never printed.
+    telemetry.setup(
+        "mcp",
+        settings.log_level,
+        json_logs=settings.log_json,
+        console=settings.otel_console and not stdio,
+    )
+    token = args.token or os.environ.get("PEARL_API_KEY")
+    asyncio.run(run_mcp(settings, args.transport, token=token, port=args.port or MCP_PORT))
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from services.runtime import migrate
 
@@ -271,6 +296,18 @@ def cmd_replay_decision(args: argparse.Namespace) -> int:
     return replay_decision(args, _settings(args, running=False).home)
 
 
+def cmd_approval_list(args: argparse.Namespace) -> int:
+    from services.cli.governance import approval_list
+
+    return approval_list(args, _settings(args, running=False).home)
+
+
+def cmd_approval_decide(args: argparse.Namespace) -> int:
+    from services.cli.governance import approval_decide
+
+    return approval_decide(args, _settings(args, running=False).home)
+
+
 def cmd_policy_validate(args: argparse.Namespace) -> int:
     from services.cli.policy import cmd_policy_validate as validate
 
@@ -295,6 +332,23 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--host")
     run.add_argument("--port", type=int)
     run.set_defaults(func=cmd_run)
+
+    mcp = sub.add_parser(
+        "mcp", help="serve the Model Context Protocol to coding agents (stdio or HTTP)"
+    )
+    mcp.add_argument(
+        "--transport",
+        choices=["stdio", "http"],
+        default="stdio",
+        help="stdio: one agent, its key in PEARL_API_KEY; http: streamable HTTP at /mcp, "
+        "each request with 'Authorization: Bearer <key>'",
+    )
+    mcp.add_argument("--host", help="HTTP: the address to listen on (default 127.0.0.1)")
+    mcp.add_argument("--port", type=int, help="HTTP: the port to listen on (default 8765)")
+    mcp.add_argument(
+        "--token", help="stdio: the agent's API key (prefer the PEARL_API_KEY environment)"
+    )
+    mcp.set_defaults(func=cmd_mcp)
 
     mig = sub.add_parser("migrate", help="create the event store, read models and streams")
     mig.set_defaults(func=cmd_migrate)
@@ -407,6 +461,23 @@ def parser() -> argparse.ArgumentParser:
     replay_dec.add_argument("decision", help="decision id")
     replay_dec.add_argument("--promotion", help="its promotion id (looked up when omitted)")
     replay_dec.set_defaults(func=cmd_replay_decision)
+    appr = sub.add_parser("approval", help="approval requests of promotions")
+    appr_sub = appr.add_subparsers(dest="action", required=True)
+    appr_list = appr_sub.add_parser("list", help="a project's approval requests")
+    appr_list.add_argument("--project", required=True, help="project id")
+    appr_list.add_argument(
+        "--status", choices=["pending", "approved", "rejected", "expired", "voided"]
+    )
+    appr_list.add_argument("--json", action="store_true", help="print the requests as JSON")
+    appr_list.set_defaults(func=cmd_approval_list)
+    appr_dec = appr_sub.add_parser(
+        "decide", help="approve or reject a request; its promotion's gate is evaluated again"
+    )
+    appr_dec.add_argument("request", help="approval request id")
+    appr_dec.add_argument("decision", choices=["approve", "reject"])
+    appr_dec.add_argument("--reason", default="", help="why (required to reject)")
+    appr_dec.add_argument("--json", action="store_true", help="print the answer as JSON")
+    appr_dec.set_defaults(func=cmd_approval_decide)
 
     sch = sub.add_parser(
         "schemas", help="write event and policy JSON Schemas and the AsyncAPI document"

@@ -1,5 +1,6 @@
-"""The governance read models, projected by the live projector from a story that stores every
-governance event: their rows, their queries, idempotence, rebuild and row-level security."""
+"""The governance, agent and task read models, projected by the live projector from stories
+that store every governance and agent event: their rows, their queries, idempotence, rebuild
+and row-level security."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from contracts.envelope import EventEnvelope
 from domain.pearl_app import PearlApp
 from domain.release_version import release_version_id
 from domain.wire import to_envelope
-from projections import governance, queries
+from projections import agents, governance, queries
 from projections import governance_queries as gq
+from projections import task_queries as tq
 from projections.runner import READER_ROLE, replay_into
 from services.projector import Projector
 from services.rebuild import rebuild_read_models
@@ -30,6 +32,7 @@ from services.relay import Relay
 from services.runtime import read_pool, subjects_of
 from services.settings import Settings
 from tests.conftest import provisioned
+from tests.support.agents import AgentStory, agents_story
 from tests.support.governance import COMMIT_1, SteppingClock, Story, governance_story
 from tests.support.helpers import slug
 from tests.support.infra import Servers
@@ -37,7 +40,7 @@ from tests.support.infra import Servers
 pytestmark = pytest.mark.integration
 
 CHECKSUM = "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM {} t WHERE org = %s"
-TABLES = ("project_view", *governance.PROJECTION.tables)
+TABLES = ("project_view", *governance.PROJECTION.tables, *agents.PROJECTION.tables)
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Told:
     url: str
     last: int
     settings: Settings
+    agents: AgentStory
 
 
 @pytest.fixture(scope="module")
@@ -74,17 +78,20 @@ async def told(infra: Servers) -> AsyncIterator[Told]:
         await pool.open()
         org = slug("gov")
 
-        def tell() -> Story:
+        def tell() -> tuple[Story, AgentStory]:
             admin = app.authenticate(app.bootstrap_admin_key("test admin"))
             app.create_org(admin, CreateOrg(slug=org, name="Governed"))
-            project = app.create_project(admin, org, CreateProject(slug="shop", name="Shop"))
-            return governance_story(app, admin, org, UUID(project.ids["id"]), clock)
+            project = UUID(
+                app.create_project(admin, org, CreateProject(slug="shop", name="Shop")).ids["id"]
+            )
+            story = governance_story(app, admin, org, project, clock)
+            return story, agents_story(app, admin, org, project, clock)
 
         try:
-            story = await asyncio.to_thread(tell)
+            story, told_agents = await asyncio.to_thread(tell)
             last = app.recorder.max_notification_id() or 0
             assert await queries.wait_for_position(pool, last, 15.0)
-            yield Told(org, story, clock, app, pool, url, last, settings)
+            yield Told(org, story, clock, app, pool, url, last, settings, told_agents)
         finally:
             stop.set()
             for task in tasks:
@@ -274,13 +281,36 @@ async def test_scheduler_queries_find_what_is_due_and_open(told: Told):
     assert await gq.open_promotions_in_org_env(told.pool, told.org, "dev") == []
 
 
+async def test_agents_and_task_packets_are_projected(told: Told):
+    a = told.agents
+    agent = await tq.agent(told.pool, told.org, a.agent, told.org)
+    assert agent is not None
+    assert agent["autonomy"] == {"*": "act"} and agent["paused"] is False
+    assert agent["capabilities"] == ["code-fix"] and agent["owner"] == "platform-team"
+    verified = await tq.task(told.pool, a.verified, told.org)
+    reopened = await tq.task(told.pool, a.reopened, told.org)
+    revoked = await tq.task(told.pool, a.revoked, told.org)
+    assert verified is not None and reopened is not None and revoked is not None
+    assert verified["status"] == "verified" and verified["remaining"] == []
+    assert verified["attempts"] == 3 and verified["outcome"]["branch"] == "fix"
+    assert reopened["status"] == "open" and reopened["remaining"] == reopened["fingerprints"]
+    assert revoked["status"] == "open" and revoked["last_event"] == "revoked"
+    project = str(verified["project_id"])
+    page = await tq.tasks(told.pool, project, told.org, status="open")
+    assert {str(t["id"]) for t in page.items} == {a.reopened, a.revoked}
+    assert await tq.held_by(told.pool, told.org, a.agent) == []
+    assert await tq.completed_tasks(told.pool, project) == []
+    later = told.clock() + timedelta(days=1)
+    assert await tq.leases_to_end(told.pool, later, 100) == []
+
+
 async def test_applying_the_same_events_again_changes_nothing(told: Told):
     before = await _checksums(told.url, told.org)
     envelopes = [e for e in _envelopes(told.app, told.last) if e.org == told.org]
     async with await psycopg.AsyncConnection.connect(told.url) as conn:
         for _ in range(2):
             async with conn.transaction():
-                await replay_into(conn, envelopes, [governance.PROJECTION])
+                await replay_into(conn, envelopes, [governance.PROJECTION, agents.PROJECTION])
     assert await _checksums(told.url, told.org) == before
 
 
@@ -290,9 +320,10 @@ async def test_rebuilding_the_governance_read_models_gives_identical_rows(told: 
     async with await psycopg.AsyncConnection.connect(told.url, autocommit=True) as conn:
         await conn.execute("DELETE FROM promotion_view WHERE org = %s", (told.org,))
         await conn.execute("UPDATE project_view SET profile = '{}' WHERE org = %s", (told.org,))
+        await conn.execute("DELETE FROM task_view WHERE org = %s", (told.org,))
     assert await _checksums(told.url, told.org) != before
 
-    await rebuild_read_models(told.settings, ["orgs", "governance"])
+    await rebuild_read_models(told.settings, ["orgs", "governance", "agents"])
     assert await _checksums(told.url, told.org) == before
 
     assert await rebuild_read_models(told.settings) == told.last  # every event, no gap

@@ -63,6 +63,17 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/approvals/{request_id}/comments"): {"text": "x"},
     ("POST", "/v1/exceptions/{exception_id}/decision"): {"decision": "approve"},
     ("POST", "/v1/exceptions/{exception_id}/revoke"): {"reason": "x"},
+    ("POST", "/v1/orgs/{org}/agents"): {"slug": "stolen", "name": "x", "owner": "x"},
+    ("PUT", "/v1/orgs/{org}/agents/{slug}/autonomy"): {"level": "act", "reason": "x"},
+    ("POST", "/v1/orgs/{org}/agents/{slug}/pause"): {"reason": "x"},
+    ("POST", "/v1/orgs/{org}/agents/{slug}/resume"): {"reason": "x"},
+    ("POST", "/v1/projects/{project_id}/tasks"): {},
+    ("POST", "/v1/projects/{project_id}/tasks/{task_id}/complete"): {
+        "changed_files": ["app/db.py"],
+        "changed_lines": 1,
+        "summary": "stolen",
+    },
+    ("POST", "/v1/projects/{project_id}/tasks/{task_id}/release"): {"reason": "x"},
 }
 DEV_POLICY = {"rules": [{"id": "one", "kind": "approvals", "count": 1, "roles": ["approver"]}]}
 
@@ -114,7 +125,8 @@ async def victim_resources(stack: Stack) -> dict[str, str]:
     )
     assert job.status_code == 202, job.text
     governance = await victim_governance(stack, project)
-    position = max(job.json()["position"], governance.pop("position"))
+    agents = await victim_agents(stack, org, project, finding.json()["id"])
+    position = max(job.json()["position"], governance.pop("position"), agents.pop("position"))
     await stack.http.get(
         f"/v1/projects/{project}", params={"min_position": position}, headers=stack.admin
     )
@@ -127,7 +139,25 @@ async def victim_resources(stack: Stack) -> dict[str, str]:
         "target_id": target.json()["id"],
         "job_id": _first_job(job.json()),
         **governance,
+        **agents,
     }
+
+
+async def victim_agents(stack: Stack, org: str, project: str, finding: str) -> dict[str, Any]:
+    """An agent holding a task packet cut from the victim's finding."""
+    http, admin = stack.http, stack.admin
+    body = {"slug": "victim-bot", "name": "v", "owner": "v", "autonomy": {"*": "act"}}
+    r = await http.post(f"/v1/orgs/{org}/agents", json=body, headers=admin)
+    assert r.status_code == 201, r.text
+    bot = {"Authorization": f"Bearer {r.json()['token']}"}
+    r = await http.post(
+        f"/v1/projects/{project}/tasks", json={"finding_ids": [finding]}, headers=admin
+    )
+    assert r.status_code == 201, r.text
+    task = r.json()["created"][0]
+    r = await http.post(f"/v1/projects/{project}/tasks/{task}/claim", headers=bot)
+    assert r.status_code == 200, r.text
+    return {"slug": "victim-bot", "task_id": task, "position": r.json()["position"]}
 
 
 async def victim_governance(stack: Stack, project: str) -> dict[str, Any]:
@@ -207,6 +237,8 @@ async def test_every_route_refuses_another_orgs_admin_and_leaves_no_trace(stack:
         if template in {"/v1/whoami", "/v1/scanners"}:
             expected = {200}
         assert r.status_code in expected, (method, template, r.status_code, r.text)
+        if "{org}" not in template and params is None:  # the answer never names the victim
+            assert ids["org"] not in r.text, (method, template, r.text)
         checked += 1
     assert checked >= 15
     await stack.http.get("/v1/whoami", headers=stack.admin)
@@ -215,7 +247,14 @@ async def test_every_route_refuses_another_orgs_admin_and_leaves_no_trace(stack:
 
 @pytest.mark.parametrize(
     "command",
-    ["finding.record", "project.create", "scan.submit", "scan_target.register", "scan_job.request"],
+    [
+        "finding.record",
+        "project.create",
+        "scan.submit",
+        "scan_target.register",
+        "scan_job.request",
+        "task.claim",
+    ],
 )
 async def test_every_bus_command_on_another_orgs_subject_is_dead_lettered(
     stack: Stack, command: str
@@ -232,6 +271,7 @@ async def test_every_bus_command_on_another_orgs_subject_is_dead_lettered(
         "project.create": {"slug": "stolen", "name": "x"},
         "scan_target.register": {**TARGET, "name": "stolen", "project_id": ids["project_id"]},
         "scan_job.request": {"target_id": ids["target_id"]},
+        "task.claim": {"task_id": ids["task_id"]},
         "scan.submit": {
             "project_id": ids["project_id"],
             "report": json.loads((samples_dir() / "bandit-pyyaml-3.13.json").read_text())

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 
+from contracts.agents import RegisterAgent
 from contracts.commands import CreateOrg, CreateProject, IssueApiKey, RecordFinding
 from domain.authz import Principal
 from domain.pearl_app import PearlApp
@@ -87,6 +88,10 @@ def issue_token(app: PearlApp, platform_admin: Principal) -> Callable[..., str]:
     """Issue a key in an org with the given roles and return its token."""
 
     def issue(org: str, *roles: str, expires_in_days: int | None = None) -> str:
+        if roles == ("agent",):  # agent credentials come with a registered agent
+            slug = f"agent-{uuid4().hex[:8]}"
+            agent = RegisterAgent(slug=slug, name=slug, owner="team", autonomy={"*": "act"})
+            return app.register_agent(platform_admin, org, agent).secret["token"]
         cmd = IssueApiKey(name="test key", roles=list(roles), expires_in_days=expires_in_days)
         return app.issue_api_key(platform_admin, org, cmd).secret["token"]
 

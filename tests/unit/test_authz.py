@@ -32,18 +32,30 @@ SPEC: dict[Action, frozenset[Role]] = {
     Action.VERSION_REGISTER: WRITERS,
     Action.TESTS_SUBMIT: WRITERS,
     Action.PROMOTION_REQUEST: WRITERS,
-    Action.PROMOTION_COMPLETE: frozenset({Role.OPERATOR, Role.SERVICE, Role.ADMIN}),
+    Action.PROMOTION_COMPLETE: WRITERS,
     Action.PROMOTION_REJECT: frozenset({Role.OPERATOR, Role.APPROVER, Role.ADMIN}),
     Action.ROLLBACK: frozenset({Role.OPERATOR, Role.ADMIN}),
     Action.APPROVAL_DECIDE: frozenset({Role.APPROVER, Role.ADMIN}),
     Action.APPROVAL_COMMENT: EVERYONE - {Role.VIEWER},
     Action.EXCEPTION_REQUEST: WRITERS,
     Action.EXCEPTION_DECIDE: frozenset({Role.APPROVER, Role.ADMIN}),
+    Action.AGENT_MANAGE: frozenset({Role.ADMIN}),
+    Action.AGENT_READ: EVERYONE,
+    Action.TASK_CREATE: WRITERS,
+    Action.TASK_READ: EVERYONE,
+    Action.TASK_CLAIM: frozenset({Role.OPERATOR, Role.ADMIN, Role.AGENT}),
+    Action.TASK_COMPLETE: frozenset({Role.OPERATOR, Role.ADMIN, Role.AGENT}),
 }
 
 
 def test_agents_never_approve_or_decide_exceptions() -> None:
-    for action in (Action.APPROVAL_DECIDE, Action.EXCEPTION_DECIDE, Action.POLICY_MANAGE):
+    for action in (
+        Action.APPROVAL_DECIDE,
+        Action.EXCEPTION_DECIDE,
+        Action.POLICY_MANAGE,
+        Action.AGENT_MANAGE,
+        Action.APIKEY_ISSUE,
+    ):
         assert Role.AGENT not in PERMISSIONS[action]
 
 

@@ -17,6 +17,7 @@ from domain.ingest import ScanMeta
 from domain.pearl_app import PearlApp
 from domain.scanners.model import NormalizedFinding, ParsedReport
 from domain.wire import to_envelope
+from tests.support.agents import agents_story
 from tests.support.governance import SteppingClock, governance_story
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
@@ -69,6 +70,7 @@ def _scenario() -> PearlApp:
     _targets_and_jobs(app, admin, project)
     app.record_checkpoint("acme", 3, 4, "a" * 64, "cHVibGlj", "c2ln")
     governance_story(app, admin, "acme", project, clock)
+    agents_story(app, admin, "acme", project, clock)
     return app
 
 

@@ -1,0 +1,147 @@
+"""Agent commands (a mixin of PearlApp): register, autonomy, the kill switch, credentials."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from contracts.agents import PauseAgent, RegisterAgent, ResumeAgent, SetAutonomy
+from contracts.commands import IssueApiKey
+from domain.agent import Agent, agent_id
+from domain.api_key import ApiKey
+from domain.authz import Action, AgentGrant, Principal, authorize
+from domain.base import current_channel
+from domain.errors import Conflict, Forbidden
+from domain.host import AppHost
+from domain.org import Org, org_id
+from domain.task_packet import TaskPacket
+
+if TYPE_CHECKING:
+    from domain.pearl_app import CommandResult, Idempotency
+
+
+class AgentCommands:
+    """Agents are principals of an org with their own credentials and autonomy levels."""
+
+    def register_agent(
+        self: AppHost,
+        principal: Principal,
+        org: str,
+        cmd: RegisterAgent,
+        idem: Idempotency | None = None,
+    ) -> CommandResult:
+        """Register an agent and issue its first credential (the token is answered once)."""
+        authorize(principal, Action.AGENT_MANAGE, org)
+        self._load(Org, org_id(org), f"org {org!r}")
+        if self._exists(agent_id(org, cmd.slug)):
+            raise Conflict(f"agent {cmd.slug!r} already exists in org {org!r}")
+        agent = Agent(
+            org=org,
+            slug=cmd.slug,
+            name=cmd.name,
+            owner=cmd.owner,
+            capabilities=list(cmd.capabilities),
+            autonomy=dict(cmd.autonomy),
+            registered_at=self.clock().isoformat(),
+            actor=principal.actor,
+        )
+        key, token = _credential(self, agent, principal.actor)
+        ids = {"org": org, "slug": cmd.slug, "id": str(agent.id), "key_id": key.key_id}
+        result = self._commit(org, ids, None, agent, key)
+        return type(result)(result.ids, result.position, secret={"token": token})
+
+    def issue_agent_key(self: AppHost, principal: Principal, org: str, slug: str) -> CommandResult:
+        """Another credential for the agent (rotation: revoke the old key after)."""
+        authorize(principal, Action.AGENT_MANAGE, org)
+        agent = self._load(Agent, agent_id(org, slug), f"agent {slug!r}")
+        key, token = _credential(self, agent, principal.actor)
+        result = self._commit(org, {"org": org, "slug": slug, "key_id": key.key_id}, None, key)
+        return type(result)(result.ids, result.position, secret={"token": token})
+
+    def get_agent(self: AppHost, principal: Principal, org: str, slug: str) -> Agent:
+        authorize(principal, Action.AGENT_READ, org)
+        return self._load(Agent, agent_id(org, slug), f"agent {slug!r}")
+
+    def agent_grant(self: AppHost, org: str, slug: str) -> AgentGrant | None:
+        """The agent's standing now (None when it was never registered)."""
+        found = self._load_many(Agent, [agent_id(org, slug)])
+        agent = found.get(agent_id(org, slug))
+        return agent.grant if agent is not None else None
+
+    def set_autonomy(
+        self: AppHost, principal: Principal, org: str, slug: str, cmd: SetAutonomy
+    ) -> CommandResult:
+        authorize(principal, Action.AGENT_MANAGE, org)
+        agent = self._load(Agent, agent_id(org, slug), f"agent {slug!r}")
+        agent.set_autonomy(cmd.environment, cmd.level, cmd.reason, principal.actor)
+        ids = {"slug": slug, "environment": cmd.environment, "level": cmd.level}
+        return self._commit(org, ids, None, agent)
+
+    def pause_agent(
+        self: AppHost,
+        principal: Principal,
+        org: str,
+        slug: str,
+        cmd: PauseAgent,
+        held: list[UUID],
+    ) -> CommandResult:
+        """The kill switch: pause the agent and take back the packets it holds, in one save.
+
+        `held` comes from the task read model; each packet is re-checked here. A claim that
+        raced with the pause is taken back by the scheduler's lease sweep.
+        """
+        authorize(principal, Action.AGENT_MANAGE, org)
+        agent = self._load(Agent, agent_id(org, slug), f"agent {slug!r}")
+        now = self.clock()
+        packets = [
+            p
+            for p in self._load_many(TaskPacket, held).values()
+            if p.org == org
+            and p.revoke_lease(slug, now, f"agent paused: {cmd.reason}", principal.actor)
+        ]
+        released = sorted(str(p.id) for p in packets)
+        agent.pause(cmd.reason, released, principal.actor)
+        return self._commit(
+            org, {"slug": slug, "paused": True, "released": released}, None, agent, *packets
+        )
+
+    def resume_agent(
+        self: AppHost, principal: Principal, org: str, slug: str, cmd: ResumeAgent
+    ) -> CommandResult:
+        authorize(principal, Action.AGENT_MANAGE, org)
+        agent = self._load(Agent, agent_id(org, slug), f"agent {slug!r}")
+        agent.resume(cmd.reason, principal.actor)
+        return self._commit(org, {"slug": slug, "paused": False}, None, agent)
+
+    @contextmanager
+    def _audited(self: AppHost, principal: Principal, action: str, resource: str) -> Iterator[None]:
+        """Refusals inside become audit events of the caller's org, whichever way they came in.
+
+        Marked `recorded`, so the HTTP, NATS and MCP adapters do not record them twice.
+        """
+        try:
+            yield
+        except (Forbidden, Conflict) as exc:
+            if not exc.recorded:
+                self.record_denial(
+                    principal.org,
+                    principal.actor,
+                    action,
+                    resource,
+                    exc.detail,
+                    exc.code,
+                    current_channel.get(),
+                )
+                exc.recorded = True
+            raise
+
+
+def _credential(host: AppHost, agent: Agent, actor: str) -> tuple[ApiKey, str]:
+    """A new API key bound to the agent (unsaved) and its token."""
+    key, token = host._mint_key(
+        agent.org, IssueApiKey(name=f"agent {agent.slug}", roles=["agent"]), actor
+    )
+    key.bind_agent(agent.slug, actor)
+    return key, token
