@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID
 
 import msgspec
 
@@ -27,12 +26,10 @@ from domain.errors import InvalidInput
 from domain.ingest import ScanMeta
 from domain.pearl_app import CommandResult, Idempotency, PearlApp
 from domain.scanners import ReportStream
-from services import governance_commands as gov
-from services import task_commands as tasks
+from services.bus_handlers import Handler, by_id, uuid_of
 from services.reports import ReportStore, Spooled, meta_for, parse_file, spool_bytes
 from services.target_commands import register_scan_target, request_scan_job
 
-Handler = Callable[[PearlApp, Principal, str, Any, Idempotency | None, Any], CommandResult]
 Prepare = Callable[[ReportStore | None, Any], Awaitable[Any]]
 
 
@@ -43,19 +40,6 @@ class Route:
     body: type[Command]
     handle: Handler
     prepare: Prepare | None = None
-
-
-def _project_uuid(value: str | None) -> UUID:
-    try:
-        return UUID(str(value))
-    except ValueError:
-        raise InvalidInput("data.project_id must be a project id (UUID)") from None
-
-
-def _record_finding(
-    app: PearlApp, p: Principal, org: str, cmd: RecordFinding, idem: Idempotency | None, _: Any
-) -> CommandResult:
-    return app.record_finding(p, _project_uuid(cmd.project_id), cmd, idem, org=org)
 
 
 def _create_project(
@@ -105,28 +89,40 @@ def _submit_scan(
 ) -> CommandResult:
     if prepared is None:
         raise InvalidInput("the scan report was not prepared")
-    project_id = _project_uuid(cmd.project_id)
+    project_id = uuid_of(cmd.project_id, "project_id")
     return app.submit_scan(p, project_id, prepared.report, prepared.meta, idem, org=org)
 
 
+def _create_tasks(
+    app: PearlApp, p: Principal, org: str, cmd: CreateTasks, idem: Idempotency | None, _: Any
+) -> CommandResult:
+    """Over the bus a packet is cut from the findings it names (HTTP can also pick them)."""
+    if not cmd.finding_ids:
+        raise InvalidInput("data.finding_ids must name the findings to cut packets from")
+    project_id = uuid_of(cmd.project_id, "project_id")
+    return app.create_tasks(p, project_id, cmd, [], idem, org=org)
+
+
 ROUTES: dict[tuple[str, str], Route] = {
-    ("finding", "record"): Route(RecordFinding, _record_finding),
+    ("finding", "record"): Route(RecordFinding, by_id("record_finding", "project_id")),
     ("project", "create"): Route(CreateProject, _create_project),
     ("scan", "submit"): Route(SubmitScan, _submit_scan, _prepare_scan),
     ("scan_target", "register"): Route(RegisterScanTarget, register_scan_target),
     ("scan_job", "request"): Route(RequestScanJob, request_scan_job),
-    ("task", "create"): Route(CreateTasks, tasks.create_tasks),
-    ("task", "claim"): Route(ClaimTask, tasks.claim_task),
-    ("task", "heartbeat"): Route(TaskHeartbeat, tasks.heartbeat_task),
-    ("task", "complete"): Route(CompleteTask, tasks.complete_task),
-    ("task", "release"): Route(ReleaseTask, tasks.release_task),
-    ("version", "register"): Route(RegisterVersion, gov.register_version),
-    ("tests", "submit"): Route(SubmitTestResults, gov.submit_tests),
-    ("promotion", "request"): Route(RequestPromotion, gov.request_promotion),
-    ("exception", "request"): Route(RequestException, gov.request_exception),
-    ("exception", "decide"): Route(DecideException, gov.decide_exception),
-    ("approval", "decide"): Route(DecideApproval, gov.decide_approval),
-    ("approval", "comment"): Route(CommentApproval, gov.comment_approval),
+    ("task", "create"): Route(CreateTasks, _create_tasks),
+    ("task", "claim"): Route(ClaimTask, by_id("claim_task", "task_id")),
+    ("task", "heartbeat"): Route(
+        TaskHeartbeat, by_id("heartbeat_task", "task_id", idempotent=False)
+    ),
+    ("task", "complete"): Route(CompleteTask, by_id("complete_task", "task_id")),
+    ("task", "release"): Route(ReleaseTask, by_id("release_task", "task_id", idempotent=False)),
+    ("version", "register"): Route(RegisterVersion, by_id("register_version", "project_id")),
+    ("tests", "submit"): Route(SubmitTestResults, by_id("submit_test_results", "project_id")),
+    ("promotion", "request"): Route(RequestPromotion, by_id("request_promotion", "project_id")),
+    ("exception", "request"): Route(RequestException, by_id("request_exception", "project_id")),
+    ("exception", "decide"): Route(DecideException, by_id("decide_exception", "exception_id")),
+    ("approval", "decide"): Route(DecideApproval, by_id("decide_approval", "request_id")),
+    ("approval", "comment"): Route(CommentApproval, by_id("comment_approval", "request_id")),
 }
 
 

@@ -7,19 +7,11 @@ Application methods as HTTP; the subject's org must be the target's (or project'
 from __future__ import annotations
 
 from typing import Any
-from uuid import UUID
 
 from contracts.targets import RegisterScanTarget, RequestScanJob
 from domain.authz import Principal
-from domain.errors import InvalidInput
 from domain.pearl_app import CommandResult, Idempotency, PearlApp
-
-
-def _uuid(value: str | None, field: str) -> UUID:
-    try:
-        return UUID(str(value))
-    except ValueError:
-        raise InvalidInput(f"data.{field} must be an id (UUID)") from None
+from services.bus_handlers import uuid_of
 
 
 def register_scan_target(
@@ -30,7 +22,7 @@ def register_scan_target(
     idem: Idempotency | None,
     _: Any,
 ) -> CommandResult:
-    project_id = _uuid(cmd.project_id, "project_id")
+    project_id = uuid_of(cmd.project_id, "project_id")
     return app.register_target(principal, project_id, cmd, idem, org=org)
 
 
@@ -42,5 +34,5 @@ def request_scan_job(
     idem: Idempotency | None,
     _: Any,
 ) -> CommandResult:
-    target_id = _uuid(cmd.target_id, "target_id")
+    target_id = uuid_of(cmd.target_id, "target_id")
     return app.request_scan_job(principal, target_id, cmd.scanner, idem, org=org)

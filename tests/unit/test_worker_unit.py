@@ -293,9 +293,7 @@ def test_execute_dead_letters_as_invalid_input_when_project_id_is_not_a_uuid(
 
     outcome = processor.execute(RECORD, envelope(data), bearer(operator_token))
 
-    assert outcome == Outcome(
-        "dead", "data.project_id must be a project id (UUID)", "invalid-input"
-    )
+    assert outcome == Outcome("dead", "data.project_id must be an id (UUID)", "invalid-input")
 
 
 def test_execute_dead_letters_as_not_found_when_project_is_unknown(
