@@ -24,7 +24,7 @@ from nats.js.errors import NotFoundError
 from contracts.envelope import EventEnvelope
 from contracts.subjects import Subjects
 from domain.pearl_app import PearlApp
-from domain.wire import to_envelope
+from domain.stored import EnvelopeDecoder
 from services.telemetry import headers_with_trace, span_from
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class Relay:
         self.batch_size = batch_size
         self.position = 0
         self.published = 0
+        self.decoder = EnvelopeDecoder(app.mapper)
 
     def msg_id(self, position: int) -> str:
         return f"{self.subjects.root}-{position}"
@@ -66,8 +67,12 @@ class Relay:
         return int((msg.headers or {}).get(POSITION_HEADER, "0"))
 
     def envelopes(self, notifications: Sequence[Notification]) -> list[EventEnvelope]:
-        mapper = self.app.mapper
-        return [to_envelope(mapper.to_domain_event(n), n.id) for n in notifications]
+        """The batch's envelopes, decoded as the rebuild decodes them (`domain/stored.py`)."""
+        envelope = self.decoder.envelope
+        return [
+            envelope(n.id, n.originator_id, n.originator_version, n.topic, n.state)
+            for n in notifications
+        ]
 
     async def publish(self, envelopes: Sequence[EventEnvelope]) -> None:
         """Publish a batch pipelined; raise if any was not stored (the stream stays gap-free)."""
