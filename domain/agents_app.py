@@ -49,20 +49,15 @@ class AgentCommands:
         )
         key, token = _credential(self, agent, principal.actor)
         ids = {"org": org, "slug": cmd.slug, "id": str(agent.id), "key_id": key.key_id}
-        result = self._commit(org, ids, None, agent, key)
-        return type(result)(result.ids, result.position, secret={"token": token})
+        return self._commit(org, ids, None, agent, key).revealing(token)
 
     def issue_agent_key(self: AppHost, principal: Principal, org: str, slug: str) -> CommandResult:
         """Another credential for the agent (rotation: revoke the old key after)."""
         authorize(principal, Action.AGENT_MANAGE, org)
         agent = self._load(Agent, agent_id(org, slug), f"agent {slug!r}")
         key, token = _credential(self, agent, principal.actor)
-        result = self._commit(org, {"org": org, "slug": slug, "key_id": key.key_id}, None, key)
-        return type(result)(result.ids, result.position, secret={"token": token})
-
-    def get_agent(self: AppHost, principal: Principal, org: str, slug: str) -> Agent:
-        authorize(principal, Action.AGENT_READ, org)
-        return self._load(Agent, agent_id(org, slug), f"agent {slug!r}")
+        ids = {"org": org, "slug": slug, "key_id": key.key_id}
+        return self._commit(org, ids, None, key).revealing(token)
 
     def agent_grant(self: AppHost, org: str, slug: str) -> AgentGrant | None:
         """The agent's standing now (None when it was never registered)."""

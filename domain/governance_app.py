@@ -12,16 +12,13 @@ digest, or the decision was not what its history says.
 from __future__ import annotations
 
 import copy
-import threading
-import weakref
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from uuid import UUID
 
 import msgspec
-from eventsourcing.application import Repository, project_aggregate
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
 
 from contracts.governance import (
@@ -39,7 +36,7 @@ from contracts.policy import AnyRule, Approvals, PolicyDocument
 from domain.approval import ApprovalRequest, approval_request_id
 from domain.authz import Action, Principal, authorize
 from domain.environment import DeployEnvironment, environment_id
-from domain.errors import AutonomyExceeded, Conflict, CrossOrg, InvalidInput, NotFound
+from domain.errors import AutonomyExceeded, Conflict, InvalidInput, NotFound
 from domain.finding import Finding
 from domain.gate import applies, evaluate
 from domain.gate_facts import (
@@ -412,7 +409,6 @@ class GovernanceCommands:
             "inputs_digest": decision.inputs_digest,
         }
         result = self._commit(promotion.org, ids, None, promotion)
-        _kept(self).put(promotion)
         return GateOutcome(result, decision, decision_id)
 
     def promote(
@@ -526,10 +522,7 @@ class GovernanceCommands:
         self: AppHost, principal: Principal, promotion_id: UUID, idem: Idempotency | None = None
     ) -> CommandResult:
         """Ask again after a request expired or was rejected (same version, fresh expiry)."""
-        promotion = self._load(Promotion, promotion_id, f"promotion {promotion_id}")
-        authorize(
-            principal, Action.PROMOTION_REQUEST, promotion.org, resource=f"promotion {promotion_id}"
-        )
+        promotion = _visible(self, principal, Promotion, promotion_id, Action.PROMOTION_REQUEST)
         if (replay := self._replay(promotion.org, idem)) is not None:
             return replay
         if not promotion.is_open:
@@ -558,13 +551,8 @@ class GovernanceCommands:
         idem: Idempotency | None = None,
         org: str | None = None,
     ) -> CommandResult:
-        request = self._load(ApprovalRequest, request_id, f"approval request {request_id}")
-        _in_org(request, org, f"approval request {request_id}")
-        authorize(
-            principal,
-            Action.APPROVAL_DECIDE,
-            request.org,
-            resource=f"approval request {request_id}",
+        request = _visible(
+            self, principal, ApprovalRequest, request_id, Action.APPROVAL_DECIDE, org
         )
         if (replay := self._replay(request.org, idem)) is not None:
             return replay
@@ -587,13 +575,8 @@ class GovernanceCommands:
         idem: Idempotency | None = None,
         org: str | None = None,
     ) -> CommandResult:
-        request = self._load(ApprovalRequest, request_id, f"approval request {request_id}")
-        _in_org(request, org, f"approval request {request_id}")
-        authorize(
-            principal,
-            Action.APPROVAL_COMMENT,
-            request.org,
-            resource=f"approval request {request_id}",
+        request = _visible(
+            self, principal, ApprovalRequest, request_id, Action.APPROVAL_COMMENT, org
         )
         if (replay := self._replay(request.org, idem)) is not None:
             return replay
@@ -667,10 +650,8 @@ class GovernanceCommands:
         idem: Idempotency | None = None,
         org: str | None = None,
     ) -> CommandResult:
-        exception = self._load(RiskException, exception_id, f"exception {exception_id}")
-        _in_org(exception, org, f"exception {exception_id}")
-        authorize(
-            principal, Action.EXCEPTION_DECIDE, exception.org, resource=f"exception {exception_id}"
+        exception = _visible(
+            self, principal, RiskException, exception_id, Action.EXCEPTION_DECIDE, org
         )
         if (replay := self._replay(exception.org, idem)) is not None:
             return replay
@@ -690,18 +671,12 @@ class GovernanceCommands:
         reason: str,
         idem: Idempotency | None = None,
     ) -> CommandResult:
-        exception = self._load(RiskException, exception_id, f"exception {exception_id}")
-        authorize(
-            principal, Action.EXCEPTION_DECIDE, exception.org, resource=f"exception {exception_id}"
-        )
+        exception = _visible(self, principal, RiskException, exception_id, Action.EXCEPTION_DECIDE)
         if (replay := self._replay(exception.org, idem)) is not None:
             return replay
         exception.revoke(reason, self.clock(), principal.actor)
         ids = {"id": str(exception.id), "status": exception.status}
         return self._commit(exception.org, ids, idem, exception)
-
-    def get_exception(self: AppHost, principal: Principal, exception_id: UUID) -> RiskException:
-        return _visible(self, principal, RiskException, exception_id, Action.FINDING_READ)
 
     def expire_exception(self: AppHost, exception_id: UUID) -> bool:
         """The scheduler's command: an exception past its expiry stops counting."""
@@ -843,71 +818,20 @@ def _document(entry: dict[str, Any] | None) -> PolicyDocument | None:
     return None if entry is None else msgspec.convert(entry["document"], PolicyDocument)
 
 
-class _Kept:
-    """The last known state of the aggregates every gate evaluation reads (its promotion,
-    whose history grows by one decision per evaluation, and its project), per Application.
-
-    A kept aggregate is never changed: `_current` brings a copy up to date with the events
-    stored since (one indexed read, usually empty), so it is as fresh as a full load.
-    """
-
-    def __init__(self, size: int = 64) -> None:
-        self._size = size  # the most recently used; a long decision history is large
-        self._lock = threading.Lock()
-        self._items: OrderedDict[UUID, Aggregate] = OrderedDict()
-
-    def get(self, aggregate_id: UUID) -> Aggregate | None:
-        with self._lock:
-            item = self._items.get(aggregate_id)
-            if item is not None:
-                self._items.move_to_end(aggregate_id)
-            return item
-
-    def put(self, aggregate: Aggregate) -> None:
-        """Keep a copy of a stored state (unless a later one is kept already)."""
-        kept = _copy(aggregate)
-        with self._lock:
-            current = self._items.get(kept.id)
-            if current is None or current.version <= kept.version:
-                self._items[kept.id] = kept
-                self._items.move_to_end(kept.id)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-
-
-_KEPT: weakref.WeakKeyDictionary[Any, _Kept] = weakref.WeakKeyDictionary()
-_KEPT_LOCK = threading.Lock()
-
-
-def _kept(host: AppHost) -> _Kept:
-    with _KEPT_LOCK:
-        kept = _KEPT.get(host)
-        if kept is None:
-            kept = _KEPT[host] = _Kept()
-        return kept
-
-
-class _EventSourced(Protocol):
-    @property
-    def repository(self) -> Repository[UUID]: ...
-
-
 def _current(host: AppHost, cls: type[A], aggregate_id: UUID, what: str) -> A:
-    """The aggregate as stored now, a copy of the caller's own: the kept state brought up to
-    date with the events stored after it, or a full load the first time."""
-    kept = _kept(host)
-    known = kept.get(aggregate_id)
-    if not isinstance(known, cls):
-        aggregate = host._load(cls, aggregate_id, what)
-    else:
-        store = cast("_EventSourced", host).repository.event_store
-        newer = store.get(originator_id=aggregate_id, gt=known.version)
-        updated = project_aggregate(_copy(known), newer)
-        if updated is None:
-            raise NotFound(f"{what} not found")
-        aggregate = updated
-    kept.put(aggregate)
-    return aggregate
+    """The aggregate as stored now, a copy of the caller's own.
+
+    It comes from the Application's aggregate cache, brought up to date with the events stored
+    since (one indexed read, usually empty); the copy shares nested values but not the lists
+    and dicts events change (a deep copy of a long decision history costs more than a gate).
+    """
+    try:
+        aggregate: Aggregate = host.repository.get(aggregate_id, deepcopy_from_cache=False)
+    except AggregateNotFoundError:
+        raise NotFound(f"{what} not found") from None
+    if not isinstance(aggregate, cls):
+        raise NotFound(f"{what} not found")
+    return _copy(aggregate)
 
 
 def _copy(aggregate: A) -> A:
@@ -921,18 +845,15 @@ def _copy(aggregate: A) -> A:
 
 
 def _visible(
-    host: AppHost, principal: Principal, cls: type[G], aggregate_id: UUID, action: Action
+    host: AppHost,
+    principal: Principal,
+    cls: type[G],
+    aggregate_id: UUID,
+    action: Action,
+    org: str | None = None,
 ) -> G:
-    """A governance aggregate the principal may act on (another org's is not found)."""
-    aggregate = host._load(cls, aggregate_id, f"{_name(cls)} {aggregate_id}")
-    authorize(principal, action, aggregate.org, resource=f"{_name(cls)} {aggregate_id}")
-    return aggregate
-
-
-def _in_org(aggregate: ApprovalRequest | RiskException, org: str | None, what: str) -> None:
-    """A command addressed to an org (a bus subject) acts only on that org's aggregates."""
-    if org is not None and aggregate.org != org:
-        raise CrossOrg(f"{what} not found in org {org!r}")
+    """A governance aggregate the principal may act on (see `PearlApp._owned`)."""
+    return host._owned(principal, cls, aggregate_id, f"{_name(cls)} {aggregate_id}", action, org)
 
 
 def _expire(host: AppHost, cls: type[ApprovalRequest | RiskException], aggregate_id: UUID) -> bool:

@@ -13,12 +13,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from uuid import UUID
 
+from eventsourcing.application import Repository
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import ApplicationRecorder
 
 from contracts.commands import IssueApiKey
 from domain.api_key import ApiKey
 from domain.authz import Action, Principal
+from domain.base import PearlAggregate
 from domain.ingest import Report, ScanMeta
 from domain.project import Project
 
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
     from domain.pearl_app import CommandResult, Idempotency
 
 A = TypeVar("A", bound=Aggregate)
+#: An aggregate of one org (every PeaRL aggregate).
+OA = TypeVar("OA", bound=PearlAggregate)
 
 
 class AppHost(Protocol):
@@ -35,6 +39,9 @@ class AppHost(Protocol):
 
     @property
     def recorder(self) -> ApplicationRecorder: ...
+
+    @property
+    def repository(self) -> Repository[UUID]: ...
 
     def _load(self, cls: type[A], aggregate_id: UUID, what: str) -> A: ...
 
@@ -49,6 +56,17 @@ class AppHost(Protocol):
     def _commit(
         self, org: str, ids: dict[str, Any], idem: Idempotency | None, *aggregates: Aggregate
     ) -> CommandResult: ...
+
+    def _owned(
+        self,
+        principal: Principal,
+        cls: type[OA],
+        aggregate_id: UUID,
+        what: str,
+        action: Action,
+        org: str | None = None,
+        environment: str | None = None,
+    ) -> OA: ...
 
     def _project_for(
         self,

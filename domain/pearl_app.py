@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
@@ -20,6 +20,7 @@ from domain.agents_app import AgentCommands
 from domain.api_key import ApiKey, api_key_id, generate_key, split_token
 from domain.audit_checkpoint import AuditCheckpoint, checkpoint_id
 from domain.authz import SYSTEM_ORG, Action, Principal, Role, authorize
+from domain.base import PearlAggregate
 from domain.errors import (
     ConcurrencyConflict,
     Conflict,
@@ -56,6 +57,8 @@ from domain.targets_app import ScanTargetCommands
 from domain.tasks_app import TaskCommands
 
 A = TypeVar("A", bound=Aggregate)
+#: An aggregate of one org (every PeaRL aggregate).
+OA = TypeVar("OA", bound=PearlAggregate)
 Clock = Callable[[], datetime]
 #: Findings saved per transaction when a report is larger than this.
 INGEST_CHUNK = 5000
@@ -85,6 +88,10 @@ class CommandResult:
     def body(self) -> dict[str, Any]:
         return {**self.ids, **self.secret, "position": self.position}
 
+    def revealing(self, token: str) -> CommandResult:
+        """This result with a credential shown once in the answer (never stored or replayed)."""
+        return replace(self, secret={"token": token})
+
 
 class PearlApp(
     AgentCommands, TaskCommands, GovernanceCommands, ScanTargetCommands, Application[UUID]
@@ -92,6 +99,9 @@ class PearlApp(
     """Command handlers and aggregate queries over one event store (the `pearl_events` table)."""
 
     name = "pearl"
+    #: Aggregates are cached per process and brought up to date with the events stored since
+    #: on every load (one indexed read), so a long history is not replayed each time.
+    env = {"AGGREGATE_CACHE_MAXSIZE": "256"}
 
     def __init__(self, env: dict[str, str] | None = None, clock: Clock = utcnow) -> None:
         self.clock = clock
@@ -226,7 +236,7 @@ class PearlApp(
     def _issue_key(self, org: str, cmd: IssueApiKey, actor: str) -> CommandResult:
         key, token = self._mint_key(org, cmd, actor)
         result = self._commit(org, {"key_id": key.key_id, "org": org}, None, key)
-        return CommandResult(result.ids, result.position, secret={"token": token})
+        return result.revealing(token)
 
     def bootstrap_admin_key(self, name: str = "bootstrap admin") -> str:
         """Create a platform administrator key (first start of an installation)."""
@@ -329,11 +339,27 @@ class PearlApp(
     ) -> Project:
         """The project if the principal may act on it (and it is in `org`, when one is named);
         an agent's autonomy is judged in `environment` (`*` when the action has none)."""
-        project = self._load(Project, project_id, f"project {project_id}")
-        if org is not None and project.org != org:
-            raise CrossOrg(f"project {project_id} not found in org {org!r}")
-        authorize(principal, action, project.org, environment, f"project {project_id}")
-        return project
+        what = f"project {project_id}"
+        return self._owned(principal, Project, project_id, what, action, org, environment)
+
+    def _owned(
+        self,
+        principal: Principal,
+        cls: type[OA],
+        aggregate_id: UUID,
+        what: str,
+        action: Action,
+        org: str | None = None,
+        environment: str | None = None,
+    ) -> OA:
+        """An aggregate the principal may act on. Another org's is not found (CrossOrg, so the
+        refusal is recorded as a denial, never naming that org), and so is one outside `org`
+        when a command names an org (a bus subject)."""
+        aggregate = self._load(cls, aggregate_id, what)
+        if org is not None and aggregate.org != org:
+            raise CrossOrg(f"{what} not found in org {org!r}")
+        authorize(principal, action, aggregate.org, environment, what)
+        return aggregate
 
     # --- findings ---------------------------------------------------------------------------
 
@@ -389,8 +415,7 @@ class PearlApp(
         idem: Idempotency | None = None,
     ) -> CommandResult:
         """A person's decision: false positive, not affected, or accepted risk (VEX vocabulary)."""
-        finding = self._load(Finding, fid, f"finding {fid}")
-        authorize(principal, Action.FINDING_TRIAGE, finding.org, resource=f"finding {fid}")
+        finding = self._owned(principal, Finding, fid, f"finding {fid}", Action.FINDING_TRIAGE)
         if (replay := self._replay(finding.org, idem)) is not None:
             return replay
         finding.triage(status=status, justification=justification, actor=principal.actor)
@@ -512,9 +537,7 @@ class PearlApp(
         return present
 
     def get_scan(self, principal: Principal, scan_id: UUID) -> ScanReport:
-        scan = self._load(ScanReport, scan_id, f"scan {scan_id}")
-        authorize(principal, Action.FINDING_READ, scan.org, resource=f"scan {scan_id}")
-        return scan
+        return self._owned(principal, ScanReport, scan_id, f"scan {scan_id}", Action.FINDING_READ)
 
     def project_as_of(
         self, principal: Principal, project_id: UUID, finding_ids: list[UUID], position: int
@@ -561,9 +584,7 @@ class PearlApp(
         return len(due)
 
     def get_finding(self, principal: Principal, fid: UUID) -> Finding:
-        finding = self._load(Finding, fid, f"finding {fid}")
-        authorize(principal, Action.FINDING_READ, finding.org, resource=f"finding {fid}")
-        return finding
+        return self._owned(principal, Finding, fid, f"finding {fid}", Action.FINDING_READ)
 
 
 def manual_fingerprint(cmd: RecordFinding) -> str:

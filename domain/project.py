@@ -42,15 +42,6 @@ class Project(PearlAggregate):
     def _profile_set(self, profile: dict[str, Any], actor: str) -> None:
         self.profile = dict(profile)
 
-    def next_environment(self, current: str | None) -> str:
-        """The environment after `current` (the first one when None)."""
-        if current is None:
-            return self.environments[0]
-        index = self.environments.index(current)
-        if index + 1 >= len(self.environments):
-            raise InvalidInput(f"{current!r} is the last environment of the project")
-        return self.environments[index + 1]
-
     def previous_environment(self, name: str) -> str | None:
         if name not in self.environments:
             raise InvalidInput(

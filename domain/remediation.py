@@ -108,7 +108,7 @@ def guidance(t: Target) -> str:
 
 def remediation_for(targets: Sequence[Target], tools: Iterable[str] = ()) -> dict[str, Any]:
     """The remediation spec of one finding or a group: problem, locations, guidance, acceptance."""
-    worst = worst_severity(targets)
+    worst = worst_severity(t.severity for t in targets)
     first = targets[0]
     if len(targets) == 1:
         problem = f"{first.severity} {first.title}"
@@ -139,14 +139,15 @@ def remediation_for(targets: Sequence[Target], tools: Iterable[str] = ()) -> dic
     }
 
 
-def worst_severity(targets: Iterable[Target]) -> str:
-    ranks = [SEVERITIES.index(t.severity) for t in targets if t.severity in SEVERITIES]
+def worst_severity(severities: Iterable[str]) -> str:
+    """The most severe of these (`info` when there is none)."""
+    ranks = [SEVERITIES.index(s) for s in severities if s in SEVERITIES]
     return SEVERITIES[min(ranks)] if ranks else "info"
 
 
 def priority(targets: Sequence[Target], now: datetime) -> tuple[str, str | None]:
     """`p1`..`p4` from the worst severity, one step up once an SLA is overdue; and the due date."""
-    rank = _PRIORITY[worst_severity(targets)]
+    rank = _PRIORITY[worst_severity(t.severity for t in targets)]
     dues = sorted(t.sla_due for t in targets if t.sla_due)
     due = dues[0] if dues else None
     if due and datetime.fromisoformat(due) <= now:

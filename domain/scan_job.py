@@ -20,7 +20,6 @@ from domain.errors import Conflict, InvalidInput
 MAX_ATTEMPTS = 3
 MAX_REASON = 2000
 RUNNABLE = frozenset({"queued", "retry_wait"})
-FINAL = frozenset({"succeeded", "failed", "cancelled"})
 TRIGGERS = frozenset({"manual", "schedule"})
 
 

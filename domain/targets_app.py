@@ -15,8 +15,8 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from contracts.targets import RegisterScanTarget, TargetDefinition
-from domain.authz import Action, Principal, Role, authorize
-from domain.errors import Conflict, CrossOrg
+from domain.authz import Action, Principal, Role
+from domain.errors import Conflict
 from domain.host import AppHost
 from domain.idempotency import IdempotencyStore, request_digest
 from domain.ingest import Report, ScanMeta
@@ -215,9 +215,7 @@ class ScanTargetCommands:
         return self._commit(target.org, ids, None, *jobs)
 
     def get_job(self: TargetHost, principal: Principal, job_id: UUID) -> ScanJob:
-        job = self._load(ScanJob, job_id, f"scan job {job_id}")
-        authorize(principal, READ, job.org, resource=f"scan job {job_id}")
-        return job
+        return self._owned(principal, ScanJob, job_id, f"scan job {job_id}", READ)
 
     def job_step(self: TargetHost, job_id: UUID, attempt: int, grace: float) -> Step:
         """What a runner told to make attempt `attempt` of a job should do now."""
@@ -308,12 +306,4 @@ class ScanTargetCommands:
 def _target_for(
     host: TargetHost, principal: Principal, target_id: UUID, action: Action, org: str | None = None
 ) -> ScanTarget:
-    """The target if the principal may act on it (and it is in `org`, when one is named).
-
-    Another org's target is not found (CrossOrg, so the refusal is recorded as a denial).
-    """
-    target = host._load(ScanTarget, target_id, f"scan target {target_id}")
-    if org is not None and target.org != org:
-        raise CrossOrg(f"scan target {target_id} not found in org {org!r}")
-    authorize(principal, action, target.org, resource=f"scan target {target_id}")
-    return target
+    return host._owned(principal, ScanTarget, target_id, f"scan target {target_id}", action, org)

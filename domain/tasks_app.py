@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from contracts.tasks import ClaimTask, CompleteTask, CreateTasks, ReleaseTask, TaskHeartbeat
-from domain.authz import Action, Principal, authorize
-from domain.errors import ConcurrencyConflict, CrossOrg, InvalidInput, LeaseConflict, NotFound
+from domain.authz import Action, Principal
+from domain.errors import ConcurrencyConflict, InvalidInput, LeaseConflict, NotFound
 from domain.finding import Finding, finding_id
 from domain.host import AppHost
 from domain.remediation import Target, plan_packets
@@ -219,12 +219,9 @@ def _task_for(
     project_id: UUID | None = None,
 ) -> TaskPacket:
     """The packet if the caller may act on it (in `org` and `project_id`, when named)."""
-    task = host._load(TaskPacket, tid, f"task {tid}")
-    if org is not None and task.org != org:
-        raise CrossOrg(f"task {tid} not found in org {org!r}")
+    task = host._owned(principal, TaskPacket, tid, f"task {tid}", action, org)
     if project_id is not None and task.project_id != str(project_id):
         raise NotFound(f"task {tid} not found in project {project_id}")
-    authorize(principal, action, task.org, resource=f"task {tid}")
     return task
 
 

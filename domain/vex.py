@@ -75,9 +75,6 @@ from domain.scanners.common import purl_parts
 
 Row = Mapping[str, Any]
 
-OPENVEX_LABELS: frozenset[str] = frozenset(get_args(OpenVexJustification))
-CDX_LABELS: frozenset[str] = frozenset(get_args(CdxJustification))
-
 #: Closest CycloneDX justification for each OpenVEX one (CycloneDX has no "component absent").
 OPENVEX_TO_CDX: Mapping[OpenVexJustification, CdxJustification] = {
     "component_not_present": "code_not_present",

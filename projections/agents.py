@@ -7,12 +7,10 @@ rebuild gives identical rows.
 
 from __future__ import annotations
 
-from typing import Any
-
 from psycopg.types.json import Jsonb
 
 from contracts.envelope import EventEnvelope, event_type
-from domain.finding import SEVERITIES
+from domain.remediation import worst_severity
 from projections.base import Batch, Cursor, Projection, update_once
 
 # --- agents --------------------------------------------------------------------------------------
@@ -74,11 +72,6 @@ async def _resumed(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
 # --- task packets --------------------------------------------------------------------------------
 
 
-def _worst(targets: list[dict[str, Any]]) -> str:
-    ranks = [SEVERITIES.index(t["severity"]) for t in targets if t["severity"] in SEVERITIES]
-    return SEVERITIES[min(ranks)] if ranks else "info"
-
-
 async def _task_created(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
     d = env.data
     targets = d["targets"]
@@ -95,7 +88,7 @@ async def _task_created(cur: Cursor, env: EventEnvelope, batch: Batch) -> None:
             d["key"],
             d["title"],
             d["priority"],
-            _worst(targets),
+            worst_severity(t["severity"] for t in targets),
             d["due"],
             [t["id"] for t in targets],
             [t["fingerprint"] for t in targets],

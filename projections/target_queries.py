@@ -21,7 +21,6 @@ JOB_COLUMNS = (
     " status, attempt, requested_at, requested_by, started_at, finished_at, retry_at,"
     " last_error, scan_id, counts, tool_version, version"
 )
-JOB_STATUSES = ("queued", "running", "retry_wait", "succeeded", "failed", "cancelled")
 
 
 async def targets(

@@ -1,4 +1,4 @@
-"""The promotion a gate evaluation reads is kept between evaluations and brought up to date
+"""The promotion a gate evaluation reads comes from the aggregate cache and is brought up to date
 from the store: it is always the stored state, and what a caller does to it stays its own."""
 
 from __future__ import annotations
