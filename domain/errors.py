@@ -93,6 +93,12 @@ class ReportError(InvalidInput):
     code = "invalid-report"
 
 
+class ReportTooComplex(ReportError):
+    """A report is nested, keyed or sized past the limits that keep parsing memory bounded."""
+
+    code = "report-too-complex"
+
+
 class NotReady(PearlError):
     """A read the command depends on has not caught up yet; retrying shortly will work."""
 

@@ -450,6 +450,8 @@ class PearlApp(
             return CommandResult(scan.summary(), position, replayed=True)
         now = self.clock()
         plan = self._ingest_findings(project, report, str(scan_id), now, principal.actor)
+        if report.sanitized:
+            plan.counts["sanitized"] = report.sanitized
         scope_id = scan_scope_id(pid, report.tool, meta.target, meta.branch)
         scope = self._load_many(ScanScope, [scope_id]).get(scope_id) or ScanScope(
             org=project.org,

@@ -94,7 +94,7 @@ class ScanReport(PearlAggregate):
         self.commit = commit
 
     def summary(self) -> dict[str, Any]:
-        return {
+        answer: dict[str, Any] = {
             "scan_id": str(self.id),
             "project_id": self.project_id,
             "tool": self.tool,
@@ -103,3 +103,18 @@ class ScanReport(PearlAggregate):
             "commit": self.commit,
             "counts": dict(self.counts),
         }
+        if warnings := scan_warnings(self.counts):
+            answer["warnings"] = warnings
+        return answer
+
+
+def scan_warnings(counts: dict[str, int]) -> list[str]:
+    """What a scan's answer warns about: findings kept with characters escaped (if any)."""
+    sanitized = counts.get("sanitized", 0)
+    if not sanitized:
+        return []
+    return [
+        f"{sanitized} finding(s) held characters PostgreSQL or JSON cannot store (NUL, control "
+        "characters, lone surrogates); they were kept with each such character written as "
+        "\\uXXXX."
+    ]

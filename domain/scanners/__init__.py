@@ -34,6 +34,7 @@ from domain.scanners import (
 from domain.scanners.fingerprint import Fingerprinter, Marks, finalize
 from domain.scanners.jsonstream import (
     HEAD_SIZE,
+    Guard,
     HeadInfo,
     Readable,
     Source,
@@ -42,6 +43,7 @@ from domain.scanners.jsonstream import (
     too_deep,
 )
 from domain.scanners.model import Draft, NormalizedFinding, ParsedReport, ScannerFormat
+from domain.scanners.safe_text import Sanitizer
 from domain.scanners.spill import SpillFile
 
 __all__ = [
@@ -83,7 +85,9 @@ def detect_format(head: bytes) -> str:
     """Name the format of a report from its first ~64 KiB; ReportError says why when unknown."""
     if not head:
         raise ReportError("The report is empty (0 bytes); expected a JSON scanner report.")
-    return _detect(sniff_head(head.removeprefix(b"\xef\xbb\xbf"), whole=len(head) < HEAD_SIZE))
+    head = head.removeprefix(b"\xef\xbb\xbf")
+    Guard(io.BytesIO()).check_all(head)
+    return _detect(sniff_head(head, whole=len(head) < HEAD_SIZE))
 
 
 def parse_report(source: bytes | BinaryIO, tool: str | None = None) -> ParsedReport:
@@ -95,10 +99,12 @@ def parse_report(source: bytes | BinaryIO, tool: str | None = None) -> ParsedRep
             chosen = _choose(report.info, tool)
             name = chosen.name
             raw = chosen.parse(report)
-            findings = finalize(raw.drafts)
+            safe = Sanitizer()
+            findings = finalize(safe.drafts(raw.drafts))
+            tool, version = safe.text(raw.tool) or raw.tool, safe.text(raw.tool_version)
     except Exception as exc:
         _reraise(exc, name)
-    return ParsedReport(chosen.name, raw.tool, raw.tool_version, findings)
+    return ParsedReport(chosen.name, tool, version, findings, sanitized=safe.count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +112,8 @@ class ReportStream:
     """A completely validated report whose findings wait in a spill file, handed out in chunks.
 
     Only a few bytes per finding stay in memory (which drafts to keep, occurrence indexes).
+    `sanitized` counts the findings (and tool name/version) whose text had characters that
+    PostgreSQL or JSON cannot carry, escaped visibly (domain/scanners/safe_text.py).
     chunks() yields exactly the findings parse_report would return, in the same (report) order
     and with the same fingerprints. It may be called again, and by several threads at once
     (reads are positioned, nothing is shared but the read-only spill file), until close().
@@ -118,6 +126,7 @@ class ReportStream:
     count: int
     _spill: SpillFile[Draft] = field(repr=False, compare=False)
     _marks: Marks = field(repr=False, compare=False)
+    sanitized: int = 0
 
     def chunks(self, size: int = 5000) -> Iterator[tuple[NormalizedFinding, ...]]:
         """Yield the unique findings in report order, `size` at a time (the last may be shorter)."""
@@ -165,17 +174,19 @@ def stream_report(
             name = chosen.name
             raw = chosen.parse(report)
             keeper = Fingerprinter()
-            for draft in raw.drafts:
+            safe = Sanitizer()
+            for draft in safe.drafts(raw.drafts):
                 keeper.add(draft)
                 spill.append(draft)
             spill.flush()
             marks = keeper.finish()
+            tool, version = safe.text(raw.tool) or raw.tool, safe.text(raw.tool_version)
     except BaseException as exc:
         spill.close()
         if isinstance(exc, Exception):
             _reraise(exc, name)
         raise
-    return ReportStream(chosen.name, raw.tool, raw.tool_version, marks.count, spill, marks)
+    return ReportStream(chosen.name, tool, version, marks.count, spill, marks, sanitized=safe.count)
 
 
 def _reraise(exc: Exception, name: str) -> NoReturn:

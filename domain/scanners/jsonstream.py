@@ -14,13 +14,25 @@ from typing import Any, Protocol, TypeVar, cast
 import ijson
 from ijson.common import ObjectBuilder
 
-from domain.errors import ReportError
+from domain.errors import ReportError, ReportTooComplex
 from domain.scanners.spill import MemoryStore, SpillFile, Store
 
 T = TypeVar("T")
 
 HEAD_SIZE = 64 * 1024
 MAX_DEPTH = 256
+#: Longest ijson prefix (dotted key path) allowed: every event of the prefixed parsers carries it.
+MAX_PATH = 4096
+#: Longest run of bytes without a JSON event (one string, number or blank run).
+MAX_TOKEN = 4 * 1024 * 1024
+#: Most JSON events one streamed item (e.g. one SARIF result) may hold: it is built in memory.
+MAX_ITEM_EVENTS = 200_000
+#: Most JSON events a whole-document format (CycloneDX, npm audit, Snyk) may hold.
+MAX_DOCUMENT_EVENTS = 2_000_000
+#: Most JSON events of side values kept for the whole pass (e.g. SARIF rules).
+MAX_META_EVENTS = 1_000_000
+#: Bytes the prefixed parsers digest at a time, which bounds the events they hold at once.
+CHUNK = 16 * 1024
 _BOM = b"\xef\xbb\xbf"
 _STARTS = frozenset({"start_map", "start_array"})
 _ENDS = frozenset({"end_map", "end_array"})
@@ -62,9 +74,16 @@ class Readable(Protocol):
 
 def too_deep() -> ReportError:
     """Build the error for documents nested past MAX_DEPTH, which no scanner emits."""
-    return ReportError(
+    return ReportTooComplex(
         f"The report nests JSON deeper than {MAX_DEPTH} levels, far more than any supported "
         "scanner produces, so it was rejected."
+    )
+
+
+def too_complex(what: str) -> ReportError:
+    """Build the error for a report past one of the shape limits that bound parsing memory."""
+    return ReportTooComplex(
+        f"The report {what}, far more than any supported scanner produces, so it was rejected."
     )
 
 
@@ -124,7 +143,7 @@ def sniff_head(head: bytes, *, whole: bool) -> HeadInfo:
     values: dict[str, object] = {}
     complete = True
     try:
-        for prefix, event, value in BACKEND.parse(io.BytesIO(head), use_float=True):
+        for prefix, event, value in BACKEND.parse(io.BytesIO(head), buf_size=CHUNK, use_float=True):
             _note_event(state, keys, top, values, (prefix, event, value))
     except ijson.JSONError as exc:
         if whole or not is_eof(exc):
@@ -178,6 +197,126 @@ class _Chain:
         return bytes(chunk)
 
 
+class Guard:
+    """Checks every byte of a report against the shape limits before any parser builds from it.
+
+    ijson's prefixed parsers hold, for every event of a chunk, a prefix string as long as the
+    dotted path to it, and its item builders hold a whole item: a small but deeply nested or
+    long-keyed document costs memory quadratic in its size. This guard reads ahead of them with
+    ijson's prefix-free C parser (a few bytes of state per open container) and refuses a
+    report the moment it passes MAX_DEPTH, MAX_PATH, MAX_TOKEN or the item size (see `watch`),
+    so no chunk that breaks a limit ever reaches a parser that would build from it.
+    """
+
+    def __init__(self, stream: Readable) -> None:
+        self._stream = stream
+        self._events: list[tuple[str, Any]] = ijson.sendable_list()
+        self._coro = BACKEND.basic_parse_coro(self._events)
+        self._first = True
+        self._quiet = 0
+        # Per open container: is it an array, its ijson prefix length, the event it opened at.
+        self._arrays: list[bool] = []
+        self._lengths: list[int] = []
+        self._opened: list[int] = []
+        # The prefix components of the innermost open container (the root has none).
+        self._names: list[str] = []
+        self._key = ""
+        self._seen = 0
+        self._item: list[str] | None = None
+        self._item_limit = MAX_ITEM_EVENTS
+        self._item_depth = 0
+
+    def watch(self, prefix: str) -> None:
+        """Bound the events of each value at `prefix` (the items a format builds one by one)."""
+        item = prefix.split(".") if prefix else []
+        self._item = item
+        self._item_limit = MAX_ITEM_EVENTS if prefix else MAX_DOCUMENT_EVENTS
+        inside = len(self._names) >= len(item) and self._names[: len(item)] == item
+        self._item_depth = len(item) + 1 if inside and self._arrays else 0
+        self._check_item(self._seen)
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Return the next bytes of the stream once the guard has checked them."""
+        chunk = self._stream.read(size)
+        if not isinstance(chunk, bytes | bytearray):
+            raise ReportError("The report stream yields text; open the report in binary mode.")
+        chunk = bytes(chunk)
+        if self._first and chunk:
+            self._first = False
+            piece = chunk.removeprefix(_BOM)
+        else:
+            piece = chunk
+        for start in range(0, len(piece), CHUNK):
+            self._check(piece[start : start + CHUNK])
+        return chunk
+
+    def check_all(self, data: bytes) -> None:
+        """Check a whole in-memory document (already without its BOM)."""
+        self._first = False
+        for start in range(0, len(data), CHUNK):
+            self._check(data[start : start + CHUNK])
+
+    def _check(self, piece: bytes) -> None:
+        """Feed one piece to the prefix-free parser and fold its events into the limits."""
+        try:
+            self._coro.send(piece)
+        except ijson.JSONError as exc:
+            if not is_eof(exc):
+                raise json_error(exc) from exc
+        events = self._events
+        if not events:
+            self._quiet += len(piece)
+            if self._quiet > MAX_TOKEN:
+                raise too_complex(f"holds a single JSON token longer than {MAX_TOKEN} bytes")
+            return
+        self._quiet = 0
+        self._fold(events)
+        events.clear()
+
+    def _fold(self, events: list[tuple[str, Any]]) -> None:
+        """Track depth, prefix length and the current item's size over a chunk's events."""
+        arrays, lengths, names, opened = self._arrays, self._lengths, self._names, self._opened
+        for index, (event, value) in enumerate(events, self._seen):
+            if event == "map_key":
+                self._key = value
+                if lengths[-1] + 1 + len(value) > MAX_PATH:
+                    raise too_complex(f"has a key path longer than {MAX_PATH} characters")
+            elif event == "start_map" or event == "start_array":
+                self._open(event == "start_array", index)
+            elif event == "end_map" or event == "end_array":
+                if len(arrays) == self._item_depth:
+                    self._check_item(index)
+                    self._item_depth = 0
+                arrays.pop()
+                lengths.pop()
+                opened.pop()
+                if names and len(names) >= len(arrays):
+                    names.pop()
+        self._seen += len(events)
+        self._check_item(self._seen)
+
+    def _open(self, array: bool, index: int) -> None:
+        """Enter a container: check the depth limit, note its prefix, see if it is an item."""
+        arrays, names = self._arrays, self._names
+        if len(arrays) >= MAX_DEPTH:
+            raise too_deep()
+        if arrays:
+            slot = "item" if arrays[-1] else self._key
+            names.append(slot)
+            self._lengths.append(self._lengths[-1] + 1 + len(slot))
+        else:
+            self._lengths.append(0)
+        arrays.append(array)
+        self._opened.append(index)
+        if self._item is not None and not self._item_depth and names == self._item:
+            self._item_depth = len(arrays)
+
+    def _check_item(self, now: int) -> None:
+        """Refuse the report once the open item (if any) holds more events than allowed."""
+        if self._item_depth and now - self._opened[self._item_depth - 1] > self._item_limit:
+            raise too_complex(f"holds one element of more than {self._item_limit} JSON values")
+
+
 def read_head(stream: Readable) -> tuple[bytes, bool]:
     """Read up to HEAD_SIZE bytes (a BOM dropped); also say whether that was the whole stream."""
     parts: list[bytes] = []
@@ -212,14 +351,15 @@ class Source:
         self._stores: list[Store[Any]] = []
         self._spill = spill
         self._spill_dir = spill_dir
-        head, whole = read_head(stream)
+        self._guard = Guard(stream)
+        head, whole = read_head(self._guard)
         if not head:
             raise ReportError("The report is empty (0 bytes); expected a JSON scanner report.")
         if whole and not head.strip():
             raise ReportError("The report contains only whitespace; expected a JSON document.")
         self.head = head
         self.info = sniff_head(head, whole=whole)
-        self._rest = stream
+        self._rest: Readable = self._guard
         self._used = False
 
     def store(self, record: type[T]) -> Store[T]:
@@ -249,6 +389,7 @@ class Source:
         if self._used:
             raise RuntimeError("a report Source can be scanned only once")
         self._used = True
+        self._guard.watch(prefix)
         return JsonScan(_Chain(self.head, self._rest), prefix, group=group, meta=meta)
 
 
@@ -277,12 +418,13 @@ class JsonScan:
         self._building = ""
         self._builder_depth = 0
         self._closed = False
+        self._meta_events = 0
 
     def read(self, size: int = -1, /) -> bytes:
         """Hand the next chunk to ijson after the side parser has digested it."""
         if size == 0:
             return b""
-        chunk = self._reader.read(size)
+        chunk = self._reader.read(CHUNK if size < 0 else min(size, CHUNK))
         if chunk:
             self._coro.send(chunk)
             self._digest()
@@ -361,11 +503,19 @@ class JsonScan:
         if builder is None:
             return
         builder.event(event, value)
+        self._count_meta()
         self._builder_depth += _DELTA[event]
         if self._builder_depth == 0:
             self._store(self._building, builder.value)
             self._builder = None
 
+    def _count_meta(self) -> None:
+        """Refuse a report whose kept side values (rules, versions) outgrow MAX_META_EVENTS."""
+        self._meta_events += 1
+        if self._meta_events > MAX_META_EVENTS:
+            raise too_complex(f"holds more than {MAX_META_EVENTS} JSON values of metadata")
+
     def _store(self, prefix: str, value: object) -> None:
         """Remember a meta value together with the group it appeared in."""
+        self._count_meta()
         self._captured.setdefault(prefix, []).append((len(self._bounds) - 1, value))

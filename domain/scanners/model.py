@@ -61,12 +61,17 @@ class NormalizedFinding:
 
 @dataclass(frozen=True, slots=True)
 class ParsedReport:
-    """A whole scanner report, parsed completely: never a partial result."""
+    """A whole scanner report, parsed completely: never a partial result.
+
+    `sanitized` counts the findings (and tool name/version) whose unsafe characters were
+    escaped (domain/scanners/safe_text.py).
+    """
 
     format: str
     tool: str
     tool_version: str | None
     findings: tuple[NormalizedFinding, ...]
+    sanitized: int = 0
 
 
 class Draft(msgspec.Struct, array_like=True):
