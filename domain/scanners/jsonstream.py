@@ -30,7 +30,7 @@ MAX_ITEM_EVENTS = 200_000
 #: Most JSON events a whole-document format (CycloneDX, npm audit, Snyk) may hold.
 MAX_DOCUMENT_EVENTS = 2_000_000
 #: Most JSON events of side values kept for the whole pass (e.g. SARIF rules).
-MAX_META_EVENTS = 1_000_000
+MAX_META_EVENTS = 500_000
 #: Bytes the prefixed parsers digest at a time, which bounds the events they hold at once.
 CHUNK = 16 * 1024
 _BOM = b"\xef\xbb\xbf"
