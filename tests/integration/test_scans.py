@@ -95,7 +95,7 @@ async def test_partial_scan_never_fixes_anything(stack: Stack):
         (b'{"runs": [', 422, "invalid-report"),
         (b'{"hello": "world"}', 422, "invalid-report"),
         (b'{"version": "2.0.0", "runs": []}', 422, "invalid-report"),
-        (b"[" * 10000 + b"]" * 10000, 422, "invalid-report"),
+        (b"[" * 10000 + b"]" * 10000, 422, "report-too-complex"),
     ],
     ids=["empty", "truncated", "unknown-format", "sarif-2.0", "deep-nesting"],
 )
