@@ -27,6 +27,9 @@ MAX_PATH = 4096
 MAX_TOKEN = 4 * 1024 * 1024
 #: Most JSON events one streamed item (e.g. one SARIF result) may hold: it is built in memory.
 MAX_ITEM_EVENTS = 200_000
+#: Most items (findings' elements, e.g. SARIF results) one report may hold: each costs time
+#: and a few dozen bytes of de-duplication state, however small it is.
+MAX_ITEMS = 1_000_000
 #: Most JSON events a whole-document format (CycloneDX, npm audit, Snyk) may hold.
 MAX_DOCUMENT_EVENTS = 2_000_000
 #: Most JSON events of side values kept for the whole pass (e.g. SARIF rules).
@@ -473,6 +476,8 @@ class JsonScan:
         else:
             self._started += events.count(self._item_start)
         events.clear()
+        if self._started > MAX_ITEMS:
+            raise too_complex(f"holds more than {MAX_ITEMS} results")
 
     def _digest_slowly(self, events: list[tuple[str, str, Any]]) -> None:
         """Walk the chunk event by event because it holds group starts or meta values."""

@@ -240,7 +240,7 @@ def run(findings: int = 10_000, files: int = 2_000) -> dict[str, Any]:
 
 
 def pathological_reports() -> dict[str, bytes]:
-    """Small reports shaped to blow up a naive parser: deep, long-keyed, wide items, wide rules."""
+    """Reports shaped to blow up a naive parser: deep, long keys, wide, many results, rules."""
     keyed: Any = 0
     for _ in range(8):
         keyed = {"k" * 1000: keyed}
@@ -255,6 +255,9 @@ def pathological_reports() -> dict[str, bytes]:
         "wide_keys_1m": json.dumps(
             {"runs": [{"results": [{"ruleId": "r", "x": {str(n): 0 for n in range(1_000_000)}}]}]}
         ).encode(),
+        "many_results_1_1m": b'{"version":"2.1.0","runs":[{"results":['
+        + b"{}," * 1_100_000
+        + b"{}]}]}",
         "wide_rules_1m": json.dumps(
             {
                 "version": "2.1.0",

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from domain.errors import ReportError, ReportTooComplex
-from domain.scanners import FORMATS, detect_format, parse_report, stream_report
+from domain.scanners import FORMATS, detect_format, jsonstream, parse_report, stream_report
 from domain.scanners.jsonstream import (
     MAX_DEPTH,
     MAX_DOCUMENT_EVENTS,
@@ -145,6 +145,17 @@ def test_wide_item_is_refused_when_its_values_are_keys_of_one_object() -> None:
     wide = {str(n): 0 for n in range(MAX_ITEM_EVENTS // 2 + 10)}
     with pytest.raises(ReportTooComplex, match="JSON values"):
         parse(semgrep(semgrep_result(3, wide=wide)))
+
+
+def test_report_is_refused_when_it_holds_more_results_than_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(jsonstream, "MAX_ITEMS", 50)
+    assert len(parse(sarif(*[sarif_result(n) for n in range(1, 51)])).findings) == 50
+    with pytest.raises(ReportTooComplex, match="more than 50 results"):
+        parse(sarif(*[sarif_result(n) for n in range(1, 52)]))
+    with pytest.raises(ReportTooComplex, match="more than 50 results"):
+        parse_report(b'{"version":"2.1.0","runs":[{"results":[' + b"{}," * 60 + b"{}]}]}")
 
 
 def test_many_results_are_parsed_when_each_is_small() -> None:
