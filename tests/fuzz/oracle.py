@@ -87,18 +87,27 @@ def check_report(report: ParsedReport) -> None:
         assert len(finding.fingerprint) == 64
 
 
+def check_error(error: ReportError) -> None:
+    """Assert a refusal can travel as a problem detail and a DLQ header: safe, short lines."""
+    message = str(error)
+    assert message and is_safe(message) and "\n" not in message and "\r" not in message, message
+    message.encode("utf-8")
+
+
 def run_one(data: bytes) -> None:
     """Parse one fuzz input both ways; only ReportError may escape, and both must agree."""
     tool, report = split(data)
     try:
         whole = parse_report(report, tool=tool)
-    except ReportError:
+    except ReportError as error:
+        check_error(error)
         whole = None
     try:
         with stream_report(io.BytesIO(report), tool=tool) as streamed:
             chunked = [finding for chunk in streamed.chunks(7) for finding in chunk]
             sanitized = streamed.sanitized
-    except ReportError:
+    except ReportError as error:
+        check_error(error)
         assert whole is None, "stream_report refused what parse_report accepted"
         return
     assert whole is not None, "parse_report refused what stream_report accepted"
