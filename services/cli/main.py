@@ -248,6 +248,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:
+    from contracts.docs_text import render
     from contracts.schemas import asyncapi, event_schemas, policy_schema
 
     out = Path(args.output)
@@ -257,14 +258,15 @@ def cmd_schemas(args: argparse.Namespace) -> int:
         ("policy.schema.json", policy_schema()),
         ("asyncapi.json", asyncapi()),
     ):
-        (out / name).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        (out / name).write_text(render(doc))
     return 0
 
 
 def cmd_openapi(args: argparse.Namespace) -> int:
+    from contracts.docs_text import render
     from services.api.openapi import openapi_document
 
-    text = json.dumps(openapi_document(), indent=2, sort_keys=True) + "\n"
+    text = render(openapi_document())
     if args.output == "-":
         sys.stdout.write(text)
     else:
