@@ -31,6 +31,12 @@ def clean(value: Any) -> Any:
     return value
 
 
+def cleaned(document: dict[str, Any]) -> dict[str, Any]:
+    """`clean` for a whole document (an object)."""
+    result: dict[str, Any] = clean(document)
+    return result
+
+
 def render(document: Any) -> str:
     """The committed text of a generated document."""
     return json.dumps(clean(document), indent=2, sort_keys=True, ensure_ascii=True) + "\n"

@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from contracts import commands, governance, targets, tasks
-from contracts.docs_text import clean
+from contracts.docs_text import cleaned
 from contracts.envelope import CommandEnvelope, EventEnvelope
 from contracts.events import EVENT_TYPES
 from contracts.policy import PolicyDocument
@@ -44,7 +44,7 @@ def event_schemas() -> dict[str, Any]:
     schemas, defs = msgspec.json.schema_components(
         [EVENT_TYPES[t] for t in types], ref_template="#/$defs/{name}"
     )
-    return clean(
+    return cleaned(
         {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "title": "PeaRL event payloads",
@@ -56,7 +56,7 @@ def event_schemas() -> dict[str, Any]:
 
 def policy_schema() -> dict[str, Any]:
     """The gate policy document (YAML or JSON) that `pearl policy validate` checks."""
-    return clean(
+    return cleaned(
         {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "title": "PeaRL gate policy",
@@ -142,7 +142,7 @@ def asyncapi() -> dict[str, Any]:
             "messages": {key: {"$ref": f"#/components/messages/{key}"}},
         }
         operations[f"send_{key}"] = {"action": "send", "channel": {"$ref": f"#/channels/{key}"}}
-    return clean(
+    return cleaned(
         {
             "asyncapi": "3.0.0",
             "info": {
