@@ -114,6 +114,18 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_projections_status(args: argparse.Namespace) -> int:
+    from services.readiness import status_lines, status_report
+
+    settings = _settings(args)
+    report = asyncio.run(status_report(settings))
+    if args.json:
+        print(json.dumps(report.body(), indent=2))
+    else:
+        print("\n".join(status_lines(report)))
+    return 1 if report.failures else 0
+
+
 def cmd_admin_key(args: argparse.Namespace) -> int:
     from services.supervisor import ensure_admin_key
 
@@ -364,6 +376,12 @@ def parser() -> argparse.ArgumentParser:
     reb = proj_sub.add_parser("rebuild", help="rebuild every read model from the event store")
     reb.add_argument("--name", action="append", help="only this read model (repeatable)")
     reb.set_defaults(func=cmd_rebuild)
+    pst = proj_sub.add_parser(
+        "status",
+        help="each checkpoint, the store head, the lag and any failure (exit 1 while one fails)",
+    )
+    pst.add_argument("--json", action="store_true", help="the /ready report as JSON")
+    pst.set_defaults(func=cmd_projections_status)
 
     scan = sub.add_parser("scan", help="scanner reports")
     scan_sub = scan.add_subparsers(dest="action", required=True)
