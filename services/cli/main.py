@@ -211,10 +211,19 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         _, database_url = settings.require_urls()
         app = build_app(settings)
         try:
+            covered = audit_cli.coverage(app, database_url, args.wait)
             checked, bad = audit_cli.verify_store(app, database_url, args.org, args.public_key)
         finally:
             app.close()
         problem = None if bad is None else f"first bad entry at position {bad}"
+        if problem is None and covered.behind:
+            print(
+                f"audit chain BEHIND the event store by {covered.behind} events: positions"
+                f" {covered.checkpoint + 1}..{covered.head} are not chained yet (after waiting"
+                f" {args.wait:g}s; see `pearl projections status`); the {checked} entries"
+                f" chained up to position {covered.checkpoint} verify"
+            )
+            return 3
     if problem:
         print(f"audit chain BROKEN after {checked} good entries: {problem}")
         return 1
@@ -435,7 +444,15 @@ def parser() -> argparse.ArgumentParser:
     aud = sub.add_parser("audit", help="verify or export the hash-chained audit trail")
     aud_sub = aud.add_subparsers(dest="action", required=True)
     ver = aud_sub.add_parser(
-        "verify", help="exit 0 when the chain is intact, 1 naming the first bad position"
+        "verify",
+        help="exit 0 when the chain is intact and covers the whole store, 1 naming the first bad"
+        " position, 3 when it is intact but behind the event store (saying by how much)",
+    )
+    ver.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        help="seconds to wait for the chain to reach the store head (default 10)",
     )
     ver.add_argument("--org")
     ver.add_argument("--from-export", help="verify an export file offline instead")
