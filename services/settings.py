@@ -35,10 +35,12 @@ class Settings(BaseSettings):
     read_wait_max_seconds: float = 10.0
     #: `/ready`: the longest any one check (PostgreSQL, NATS, the stream) may take
     ready_check_timeout_seconds: float = Field(default=1.0, gt=0)
-    #: `/ready` is 503 when the relay is more than this many events behind the store
-    ready_max_relay_lag: int = Field(default=10_000, ge=0)
+    #: `/ready` is 503 when the relay is more than this many events behind the store (high
+    #: enough that one large scan does not take every API replica out of rotation at once;
+    #: a relay or projector that stops is caught by `ready_stuck_seconds`)
+    ready_max_relay_lag: int = Field(default=100_000, ge=0)
     #: `/ready` is 503 when a projection is more than this many events behind the store
-    ready_max_projection_lag: int = Field(default=10_000, ge=0)
+    ready_max_projection_lag: int = Field(default=100_000, ge=0)
     #: `/ready` is 503 when the relay or a projection is behind and has not moved for this long
     ready_stuck_seconds: float = Field(default=30.0, gt=0)
     #: the read pool gives up a reconnection attempt after this long and starts afresh on the
