@@ -61,8 +61,12 @@ class StoreStatus:
 
 
 def error_text(exc: BaseException) -> str:
-    """A one-line, bounded description of an exception, safe to store and show."""
-    text = " ".join(str(exc).split()) or "(no message)"
+    """A one-line, bounded description of an exception, safe to store and show (`/ready` is
+    public): for a PostgreSQL error its primary message only, whose DETAIL and CONTEXT may
+    quote the data (the full error goes to the projector's log)."""
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    text = " ".join(str(primary or exc).split()) or "(no message)"
     text = f"{type(exc).__name__}: {text}".replace("\x00", "\\x00")
     return text[:MAX_ERROR_CHARS]
 

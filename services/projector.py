@@ -104,6 +104,7 @@ class Projector:
                     "projection": failure.projection,
                     "position": failure.position,
                     "error": failure.error,
+                    "detail": str(exc),
                 },
             )
         self.failure = failure
