@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 import psycopg
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -84,9 +85,11 @@ class Projector:
         """Record why a batch could not be applied where every process sees it; log it once.
 
         Returns how long to wait before the batch is redelivered. A lost connection to
-        PostgreSQL is not a projection failure (nothing could record it anyway).
+        PostgreSQL (nothing could record it anyway) or to NATS (an ack that did not reach it: the
+        batch is redelivered and skipped as applied) is not a projection failure.
         """
-        if isinstance(exc, psycopg.OperationalError | OSError) or conn.closed or conn.broken:
+        lost = (psycopg.OperationalError, OSError, NatsError)  # a connection, not the batch
+        if isinstance(exc, lost) or conn.closed or conn.broken:
             log.warning("projection batch failed; will be redelivered", extra={"error": str(exc)})
             return 1.0
         projection, position = await locate_failure(conn, self.to_items(msgs))
