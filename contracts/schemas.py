@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from contracts import commands, governance, targets, tasks
+from contracts.docs_text import cleaned
 from contracts.envelope import CommandEnvelope, EventEnvelope
 from contracts.events import EVENT_TYPES
 from contracts.policy import PolicyDocument
@@ -43,21 +44,25 @@ def event_schemas() -> dict[str, Any]:
     schemas, defs = msgspec.json.schema_components(
         [EVENT_TYPES[t] for t in types], ref_template="#/$defs/{name}"
     )
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "PeaRL event payloads",
-        "events": dict(zip(types, schemas, strict=True)),
-        "$defs": defs,
-    }
+    return cleaned(
+        {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "PeaRL event payloads",
+            "events": dict(zip(types, schemas, strict=True)),
+            "$defs": defs,
+        }
+    )
 
 
 def policy_schema() -> dict[str, Any]:
     """The gate policy document (YAML or JSON) that `pearl policy validate` checks."""
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "PeaRL gate policy",
-        **msgspec.json.schema(PolicyDocument),
-    }
+    return cleaned(
+        {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "PeaRL gate policy",
+            **msgspec.json.schema(PolicyDocument),
+        }
+    )
 
 
 def asyncapi() -> dict[str, Any]:
@@ -137,16 +142,18 @@ def asyncapi() -> dict[str, Any]:
             "messages": {key: {"$ref": f"#/components/messages/{key}"}},
         }
         operations[f"send_{key}"] = {"action": "send", "channel": {"$ref": f"#/channels/{key}"}}
-    return {
-        "asyncapi": "3.0.0",
-        "info": {
-            "title": "PeaRL bus",
-            "version": "1.0.0",
-            "description": "Commands in on pearl.cmd.<org>.…, every stored event out on "
-            "pearl.evt.<org>.… (JetStream stream PEARL_EVENTS).",
-        },
-        "defaultContentType": "application/json",
-        "channels": channels,
-        "operations": operations,
-        "components": {"messages": messages, "schemas": defs},
-    }
+    return cleaned(
+        {
+            "asyncapi": "3.0.0",
+            "info": {
+                "title": "PeaRL bus",
+                "version": "1.0.0",
+                "description": "Commands in on pearl.cmd.<org>.…, every stored event out on "
+                "pearl.evt.<org>.… (JetStream stream PEARL_EVENTS).",
+            },
+            "defaultContentType": "application/json",
+            "channels": channels,
+            "operations": operations,
+            "components": {"messages": messages, "schemas": defs},
+        }
+    )

@@ -32,8 +32,11 @@ class AgentCommands:
         cmd: RegisterAgent,
         idem: Idempotency | None = None,
     ) -> CommandResult:
-        """Register an agent and issue its first credential (the token is answered once)."""
+        """Register an agent and issue its first credential (the token is answered once; the
+        same idempotency key again answers the same ids without it)."""
         authorize(principal, Action.AGENT_MANAGE, org)
+        if (replay := self._replay(org, idem)) is not None:
+            return replay
         self._load(Org, org_id(org), f"org {org!r}")
         if self._exists(agent_id(org, cmd.slug)):
             raise Conflict(f"agent {cmd.slug!r} already exists in org {org!r}")
@@ -49,15 +52,26 @@ class AgentCommands:
         )
         key, token = _credential(self, agent, principal.actor)
         ids = {"org": org, "slug": cmd.slug, "id": str(agent.id), "key_id": key.key_id}
-        return self._commit(org, ids, None, agent, key).revealing(token)
+        result = self._commit(org, ids, idem, agent, key)
+        return result if result.replayed else result.revealing(token)
 
-    def issue_agent_key(self: AppHost, principal: Principal, org: str, slug: str) -> CommandResult:
-        """Another credential for the agent (rotation: revoke the old key after)."""
+    def issue_agent_key(
+        self: AppHost,
+        principal: Principal,
+        org: str,
+        slug: str,
+        idem: Idempotency | None = None,
+    ) -> CommandResult:
+        """Another credential for the agent (rotation: revoke the old key after). The same
+        idempotency key again answers the same key id without its token (never shown twice)."""
         authorize(principal, Action.AGENT_MANAGE, org)
+        if (replay := self._replay(org, idem)) is not None:
+            return replay
         agent = self._load(Agent, agent_id(org, slug), f"agent {slug!r}")
         key, token = _credential(self, agent, principal.actor)
         ids = {"org": org, "slug": slug, "key_id": key.key_id}
-        return self._commit(org, ids, None, key).revealing(token)
+        result = self._commit(org, ids, idem, key)
+        return result if result.replayed else result.revealing(token)
 
     def agent_grant(self: AppHost, org: str, slug: str) -> AgentGrant | None:
         """The agent's standing now (None when it was never registered)."""
@@ -66,13 +80,20 @@ class AgentCommands:
         return agent.grant if agent is not None else None
 
     def set_autonomy(
-        self: AppHost, principal: Principal, org: str, slug: str, cmd: SetAutonomy
+        self: AppHost,
+        principal: Principal,
+        org: str,
+        slug: str,
+        cmd: SetAutonomy,
+        idem: Idempotency | None = None,
     ) -> CommandResult:
         authorize(principal, Action.AGENT_MANAGE, org)
+        if (replay := self._replay(org, idem)) is not None:
+            return replay
         agent = self._load(Agent, agent_id(org, slug), f"agent {slug!r}")
         agent.set_autonomy(cmd.environment, cmd.level, cmd.reason, principal.actor)
         ids = {"slug": slug, "environment": cmd.environment, "level": cmd.level}
-        return self._commit(org, ids, None, agent)
+        return self._commit(org, ids, idem, agent)
 
     def pause_agent(
         self: AppHost,
@@ -81,6 +102,7 @@ class AgentCommands:
         slug: str,
         cmd: PauseAgent,
         held: list[UUID],
+        idem: Idempotency | None = None,
     ) -> CommandResult:
         """The kill switch: pause the agent and take back the packets it holds, in one save.
 
@@ -88,6 +110,8 @@ class AgentCommands:
         raced with the pause is taken back by the scheduler's lease sweep.
         """
         authorize(principal, Action.AGENT_MANAGE, org)
+        if (replay := self._replay(org, idem)) is not None:
+            return replay
         agent = self._load(Agent, agent_id(org, slug), f"agent {slug!r}")
         now = self.clock()
         packets = [
@@ -99,16 +123,23 @@ class AgentCommands:
         released = sorted(str(p.id) for p in packets)
         agent.pause(cmd.reason, released, principal.actor)
         return self._commit(
-            org, {"slug": slug, "paused": True, "released": released}, None, agent, *packets
+            org, {"slug": slug, "paused": True, "released": released}, idem, agent, *packets
         )
 
     def resume_agent(
-        self: AppHost, principal: Principal, org: str, slug: str, cmd: ResumeAgent
+        self: AppHost,
+        principal: Principal,
+        org: str,
+        slug: str,
+        cmd: ResumeAgent,
+        idem: Idempotency | None = None,
     ) -> CommandResult:
         authorize(principal, Action.AGENT_MANAGE, org)
+        if (replay := self._replay(org, idem)) is not None:
+            return replay
         agent = self._load(Agent, agent_id(org, slug), f"agent {slug!r}")
         agent.resume(cmd.reason, principal.actor)
-        return self._commit(org, {"slug": slug, "paused": False}, None, agent)
+        return self._commit(org, {"slug": slug, "paused": False}, idem, agent)
 
     @contextmanager
     def _audited(self: AppHost, principal: Principal, action: str, resource: str) -> Iterator[None]:

@@ -377,6 +377,7 @@ class GovernanceCommands:
         trigger: str,
         trigger_position: int,
         actor: str = GATEKEEPER,
+        idem: Idempotency | None = None,
     ) -> GateOutcome:
         """Evaluate the policy in force on inputs read at `as_of_position`, and record it.
 
@@ -408,7 +409,7 @@ class GovernanceCommands:
             "result": decision.result,
             "inputs_digest": decision.inputs_digest,
         }
-        result = self._commit(promotion.org, ids, None, promotion)
+        result = self._commit(promotion.org, ids, idem, promotion)
         return GateOutcome(result, decision, decision_id)
 
     def promote(

@@ -206,16 +206,24 @@ class PearlApp(
         authorize(principal, Action.ORG_READ, slug)
         return self._load(Org, org_id(slug), f"org {slug!r}")
 
-    def issue_api_key(self, principal: Principal, org: str, cmd: IssueApiKey) -> CommandResult:
-        """Issue a key; its token is in the answer once and never stored or replayed."""
+    def issue_api_key(
+        self, principal: Principal, org: str, cmd: IssueApiKey, idem: Idempotency | None = None
+    ) -> CommandResult:
+        """Issue a key; its token is in the answer once and never stored or replayed.
+
+        The same `Idempotency-Key` again answers the same key id without its token: one
+        credential is minted, and its secret is never shown twice.
+        """
         authorize(principal, Action.APIKEY_ISSUE, org)
         if Role.AGENT in cmd.roles:
             raise InvalidInput(
                 "agent credentials come with a registered agent: POST /v1/orgs/{org}/agents"
             )
+        if (replay := self._replay(org, idem)) is not None:
+            return replay
         if org != SYSTEM_ORG:
             self._load(Org, org_id(org), f"org {org!r}")
-        return self._issue_key(org, cmd, principal.actor)
+        return self._issue_key(org, cmd, principal.actor, idem)
 
     def _mint_key(self, org: str, cmd: IssueApiKey, actor: str) -> tuple[ApiKey, str]:
         """A new key aggregate (unsaved) and its token, which exists only in this answer."""
@@ -233,10 +241,12 @@ class PearlApp(
         )
         return key, new.token
 
-    def _issue_key(self, org: str, cmd: IssueApiKey, actor: str) -> CommandResult:
+    def _issue_key(
+        self, org: str, cmd: IssueApiKey, actor: str, idem: Idempotency | None = None
+    ) -> CommandResult:
         key, token = self._mint_key(org, cmd, actor)
-        result = self._commit(org, {"key_id": key.key_id, "org": org}, None, key)
-        return result.revealing(token)
+        result = self._commit(org, {"key_id": key.key_id, "org": org}, idem, key)
+        return result if result.replayed else result.revealing(token)
 
     def bootstrap_admin_key(self, name: str = "bootstrap admin") -> str:
         """Create a platform administrator key (first start of an installation)."""
@@ -244,14 +254,21 @@ class PearlApp(
         return self._issue_key(SYSTEM_ORG, cmd, "system:bootstrap").secret["token"]
 
     def revoke_api_key(
-        self, principal: Principal, org: str, key_id: str, reason: str
+        self,
+        principal: Principal,
+        org: str,
+        key_id: str,
+        reason: str,
+        idem: Idempotency | None = None,
     ) -> CommandResult:
         authorize(principal, Action.APIKEY_REVOKE, org)
+        if (replay := self._replay(org, idem)) is not None:
+            return replay
         key = self._load(ApiKey, api_key_id(key_id), f"API key {key_id!r}")
         if key.org != org:
             raise NotFound(f"API key {key_id!r} not found")
         key.revoke(reason=reason, actor=principal.actor)
-        return self._commit(org, {"key_id": key_id}, None, key)
+        return self._commit(org, {"key_id": key_id}, idem, key)
 
     def record_checkpoint(
         self, org: str, seq: int, position: int, digest: str, public_key: str, signature: str

@@ -116,12 +116,16 @@ class TaskCommands:
         cmd: TaskHeartbeat,
         org: str | None = None,
         project_id: UUID | None = None,
+        *,
+        idem: Idempotency | None = None,
     ) -> CommandResult:
         with self._audited(principal, Action.TASK_CLAIM, f"task/{tid}/heartbeat"):
             task = _task_for(self, principal, tid, Action.TASK_CLAIM, org, project_id)
+            if (replay := self._replay(task.org, idem)) is not None:
+                return replay
             task.heartbeat(principal.actor, self.clock(), cmd.ttl_seconds)
             ids = {"id": str(tid), "lease_expires_at": task.lease_expires_at}
-            return self._commit(task.org, ids, None, task)
+            return self._commit(task.org, ids, idem, task)
 
     def complete_task(
         self: AppHost,
@@ -156,11 +160,15 @@ class TaskCommands:
         cmd: ReleaseTask,
         org: str | None = None,
         project_id: UUID | None = None,
+        *,
+        idem: Idempotency | None = None,
     ) -> CommandResult:
         with self._audited(principal, Action.TASK_CLAIM, f"task/{tid}/release"):
             task = _task_for(self, principal, tid, Action.TASK_CLAIM, org, project_id)
+            if (replay := self._replay(task.org, idem)) is not None:
+                return replay
             task.release(principal.actor, self.clock(), cmd.reason, cmd.failed)
-            return self._commit(task.org, {"id": str(tid), "status": task.status}, None, task)
+            return self._commit(task.org, {"id": str(tid), "status": task.status}, idem, task)
 
     # --- the scheduler's and the verifier's commands ----------------------------------------
 

@@ -35,7 +35,7 @@ async def rebuild(
     `read_batch(after, limit)` returns the next envelopes after a store position. The checkpoint
     ends at the last position with no stream sequence, so the live projector resumes after it.
     """
-    tables = ", ".join([*all_tables(), "projection_checkpoint"])
+    tables = ", ".join([*all_tables(), "projection_checkpoint", "projection_failure"])
     count = 0
     async with conn.transaction():
         await conn.execute(f"TRUNCATE {tables}")

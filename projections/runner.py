@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, Rollback
 
 from contracts.envelope import EventEnvelope
 from projections import agents, api_keys, audit, findings, governance, orgs, scans, scope, targets
@@ -74,7 +74,10 @@ END $$;
 
 def row_security_statements() -> list[str]:
     """GRANT SELECT to the reader on every read model and enable the org isolation policy."""
-    statements = [f"GRANT SELECT ON projection_checkpoint TO {READER_ROLE}"]
+    statements = [
+        f"GRANT SELECT ON projection_checkpoint TO {READER_ROLE}",
+        f"GRANT SELECT ON projection_failure TO {READER_ROLE}",
+    ]
     for table in all_tables():
         statements += [
             f"GRANT SELECT ON {table} TO {READER_ROLE}",
@@ -112,6 +115,8 @@ async def apply_batch(conn: AsyncConnection[Any], items: Sequence[Item]) -> Batc
             "UPDATE projection_checkpoint SET position = %s, stream_seq = %s WHERE name = %s",
             (chosen.position, chosen.last_seq, CHECKPOINT),
         )
+        if chosen.position > position:
+            await cur.execute("DELETE FROM projection_failure WHERE name = %s", (CHECKPOINT,))
     return BatchOutcome(len(chosen.envelopes), chosen.duplicates, chosen.gap_at, chosen.position)
 
 
@@ -169,6 +174,47 @@ async def apply_events(
             await audit.finish(cur, batch)
 
 
+async def locate_failure(conn: AsyncConnection[Any], items: Sequence[Item]) -> tuple[str, int]:
+    """Which read model fails on which event of a batch that failed to apply.
+
+    The batch is applied again event by event and projection by projection, without a
+    pipeline, in a transaction that is always rolled back. When nothing fails this time (the
+    failure came from outside the handlers) the checkpoint and the batch's first event are named.
+    """
+    found: tuple[str, int] | None = None
+    first = next((i.envelope.position for i in items if i.envelope is not None), 0)
+    try:
+        async with conn.transaction() as tx, conn.cursor() as cur:
+            await cur.execute(
+                "SELECT position, stream_seq FROM projection_checkpoint WHERE name = %s",
+                (CHECKPOINT,),
+            )
+            row = await cur.fetchone()
+            position, last_seq = row if row else (0, None)
+            chosen = select(items, position, last_seq)
+            if chosen.envelopes:
+                first = chosen.envelopes[0].position
+            batch = Batch()
+            await scope.preload(cur, chosen.envelopes, batch)
+            await audit.preload(cur, chosen.envelopes, batch)
+            for env in chosen.envelopes:
+                for projection in PROJECTIONS:
+                    try:
+                        await projection.apply(cur, env, batch)
+                    except Exception:
+                        found = (projection.name, env.position)
+                        raise Rollback(tx) from None
+            try:
+                await audit.finish(cur, batch)
+            except Exception:
+                found = (audit.PROJECTION.name, chosen.envelopes[-1].position)
+                raise Rollback(tx) from None
+            raise Rollback(tx)
+    except Exception:  # the connection itself failed: name the batch
+        log.debug("could not locate the failing projection", exc_info=True)
+    return found or (CHECKPOINT, first)
+
+
 async def replay_into(
     conn: AsyncConnection[Any], envelopes: Sequence[EventEnvelope], chosen: Sequence[Projection]
 ) -> None:
@@ -193,6 +239,6 @@ def all_tables() -> Iterable[str]:
 
 async def reset(conn: AsyncConnection[Any]) -> None:
     """Empty every read model and the checkpoint, before a rebuild."""
-    tables = ", ".join([*all_tables(), "projection_checkpoint"])
+    tables = ", ".join([*all_tables(), "projection_checkpoint", "projection_failure"])
     async with conn.transaction():
         await conn.execute(f"TRUNCATE {tables}")

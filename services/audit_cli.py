@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from eventsourcing.postgres import PostgresApplicationRecorder
+from psycopg.sql import SQL, Identifier
 
 from contracts.envelope import EventEnvelope
 from domain.pearl_app import PearlApp
@@ -107,6 +109,51 @@ def verify_store(
     table = (recorder.datastore.schema, recorder.events_table_name)
     job = Job(database_url, table, org, public_key, upto)
     return verify(job, lambda: stored_checkpoints(app), app.mapper)
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """How much of the event store the audit chain covers: the read models' checkpoint against
+    the store head (positions after the checkpoint are not chained yet)."""
+
+    checkpoint: int
+    head: int
+    behind: int  # stored events after the checkpoint, up to the head
+
+
+def coverage(app: PearlApp, database_url: str, wait: float = 10.0) -> Coverage:
+    """Wait (at most `wait` seconds) for the chain to reach the store head as of now, then say
+    how far behind it still is; a live projector catches up in milliseconds, a stuck one not."""
+    recorder = app.recorder
+    if not isinstance(recorder, PostgresApplicationRecorder):
+        raise TypeError("audit verification reads the PostgreSQL event store")
+    table = SQL("{}.{}").format(
+        Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name)
+    )
+    deadline = time.monotonic() + wait
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(SQL("SELECT coalesce(max(notification_id), 0) FROM {}").format(table))
+        head = int(_first(row.fetchone()))
+        while True:
+            row = conn.execute(
+                "SELECT position FROM projection_checkpoint WHERE name = 'read_models'"
+            )
+            checkpoint = int(_first(row.fetchone()))
+            if checkpoint >= head or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        row = conn.execute(
+            SQL(
+                "SELECT count(*) FROM {} WHERE notification_id > %s AND notification_id <= %s"
+            ).format(table),
+            (checkpoint, head),
+        )
+        behind = int(_first(row.fetchone()))
+    return Coverage(checkpoint, head, behind)
+
+
+def _first(row: tuple[Any, ...] | None) -> Any:
+    return row[0] if row else 0
 
 
 # --- export -------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ def uuid_of(value: str | None, field: str) -> UUID:
 
 
 def by_id(method: str, field: str, *, idempotent: bool = True) -> Handler:
-    """`PearlApp.<method>(principal, <id in field>, cmd, [idem,] org=<subject org>)`."""
+    """`PearlApp.<method>(principal, <id in field>, cmd, [idem=,] org=<subject org>)`."""
     if not callable(getattr(PearlApp, method, None)):
         raise TypeError(f"PearlApp has no command {method!r}")
 
@@ -34,7 +34,7 @@ def by_id(method: str, field: str, *, idempotent: bool = True) -> Handler:
         target = uuid_of(getattr(cmd, field), field)
         call = getattr(app, method)
         if idempotent:
-            return cast(CommandResult, call(p, target, cmd, idem, org=org))
+            return cast(CommandResult, call(p, target, cmd, idem=idem, org=org))
         return cast(CommandResult, call(p, target, cmd, org=org))
 
     handle.__name__ = method

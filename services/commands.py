@@ -111,11 +111,9 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("scan_job", "request"): Route(RequestScanJob, request_scan_job),
     ("task", "create"): Route(CreateTasks, _create_tasks),
     ("task", "claim"): Route(ClaimTask, by_id("claim_task", "task_id")),
-    ("task", "heartbeat"): Route(
-        TaskHeartbeat, by_id("heartbeat_task", "task_id", idempotent=False)
-    ),
+    ("task", "heartbeat"): Route(TaskHeartbeat, by_id("heartbeat_task", "task_id")),
     ("task", "complete"): Route(CompleteTask, by_id("complete_task", "task_id")),
-    ("task", "release"): Route(ReleaseTask, by_id("release_task", "task_id", idempotent=False)),
+    ("task", "release"): Route(ReleaseTask, by_id("release_task", "task_id")),
     ("version", "register"): Route(RegisterVersion, by_id("register_version", "project_id")),
     ("tests", "submit"): Route(SubmitTestResults, by_id("submit_test_results", "project_id")),
     ("promotion", "request"): Route(RequestPromotion, by_id("request_promotion", "project_id")),

@@ -129,6 +129,7 @@ class GateService:
         trigger: str,
         trigger_position: int,
         actor: str = GATEKEEPER,
+        idem: Idempotency | None = None,
     ) -> GateOutcome:
         """Evaluate once the read models include `trigger_position`; retry a lost race."""
         for attempt in range(3):
@@ -152,6 +153,7 @@ class GateService:
                     trigger,
                     trigger_position,
                     actor,
+                    idem,
                 )
             except ConcurrencyConflict:
                 log.info(
@@ -193,11 +195,17 @@ class GateService:
             return with_gate(result, {})
         return with_gate(result, await self.evaluate_after(UUID(result.ids["id"]), result))
 
-    async def evaluate_now(self, principal: Principal, promotion_id: UUID) -> CommandResult:
-        """A caller's request to evaluate the gate again now (a new decision event)."""
-        await asyncio.to_thread(self.app.authorize_evaluation, principal, promotion_id)
+    async def evaluate_now(
+        self, principal: Principal, promotion_id: UUID, idem: Idempotency | None = None
+    ) -> CommandResult:
+        """A caller's request to evaluate the gate again now (a new decision event); the same
+        idempotency key again answers the first decision."""
+        promotion = await asyncio.to_thread(self.app.authorize_evaluation, principal, promotion_id)
+        replay = await asyncio.to_thread(self.app._replay, promotion.org, idem)
+        if replay is not None:
+            return replay
         position = self.app.recorder.max_notification_id() or 0
-        outcome = await self.evaluate(promotion_id, "manual", position, principal.actor)
+        outcome = await self.evaluate(promotion_id, "manual", position, principal.actor, idem)
         if outcome.result is None or outcome.decision is None:
             raise InvalidInput(f"promotion {promotion_id} is closed; it is not evaluated again")
         return outcome.result

@@ -9,13 +9,15 @@ from typing import Any
 import msgspec
 import psycopg
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contracts.envelope import EventEnvelope
 from contracts.subjects import Subjects
-from projections.runner import Item, apply_batch
+from projections.runner import CHECKPOINT, Item, apply_batch, locate_failure
+from projections.status import Failure, error_text, record_failure
 from services.telemetry import span_from
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,8 @@ class Projector:
         self.batch_size = batch_size
         self.durable = f"{subjects.root}-projector"
         self.applied = 0
+        #: the failure last recorded (logged once; cleared when a batch moves the checkpoint)
+        self.failure: Failure | None = None
 
     async def subscribe(self) -> Any:
         config = ConsumerConfig(
@@ -71,6 +75,43 @@ class Projector:
         await asyncio.gather(*(m.ack() for m in msgs[:done]))
         await asyncio.gather(*(m.nak(delay=1.0) for m in msgs[done:]))
         self.applied += outcome.applied
+        if self.failure is not None and outcome.applied:
+            log.info("projection recovered", extra={"position": outcome.position})
+            self.failure = None
+
+    async def failed(
+        self, conn: psycopg.AsyncConnection[Any], msgs: list[Msg], exc: Exception
+    ) -> float:
+        """Record why a batch could not be applied where every process sees it; log it once.
+
+        Returns how long to wait before the batch is redelivered. A lost connection to
+        PostgreSQL (nothing could record it anyway) or to NATS (an ack that did not reach it: the
+        batch is redelivered and skipped as applied) is not a projection failure.
+        """
+        lost = (psycopg.OperationalError, OSError, NatsError)  # a connection, not the batch
+        if isinstance(exc, lost) or conn.closed or conn.broken:
+            log.warning("projection batch failed; will be redelivered", extra={"error": str(exc)})
+            return 1.0
+        projection, position = await locate_failure(conn, self.to_items(msgs))
+        failure = Failure(CHECKPOINT, projection, position, error_text(exc))
+        attempts = 1
+        try:
+            attempts = await record_failure(conn, failure)
+        except psycopg.Error:
+            log.warning("could not record the projection failure", exc_info=True)
+        if self.failure is None or self.failure.key != failure.key:
+            log.error(
+                "projection failed",
+                extra={
+                    "checkpoint": failure.name,
+                    "projection": failure.projection,
+                    "position": failure.position,
+                    "error": failure.error,
+                    "detail": str(exc),
+                },
+            )
+        self.failure = failure
+        return min(float(attempts), 5.0)
 
     async def run(self, stop: asyncio.Event) -> None:
         sub = await self.subscribe()
@@ -90,11 +131,9 @@ class Projector:
                 continue
             try:
                 await self.handle(conn, msgs)
-            except (psycopg.Error, OSError) as exc:
-                log.warning(
-                    "projection batch failed; will be redelivered", extra={"error": str(exc)}
-                )
-                await asyncio.gather(*(m.nak(delay=1.0) for m in msgs), return_exceptions=True)
+            except Exception as exc:  # any batch failure is recorded, never fatal
+                delay = await self.failed(conn, msgs, exc)
+                await asyncio.gather(*(m.nak(delay=delay) for m in msgs), return_exceptions=True)
                 await conn.close()
                 conn = None
         if conn is not None:

@@ -102,9 +102,21 @@ async def run_worker(settings: Settings) -> None:
         app.close()
 
 
-def read_pool(database_url: str, size: int = 8) -> AsyncConnectionPool[Any]:
+def read_pool(
+    database_url: str, size: int = 8, reconnect_seconds: float = 2.0
+) -> AsyncConnectionPool[Any]:
+    """The pool reads run on. Connections are checked when taken (one left over from before a
+    PostgreSQL restart is replaced, not handed out), and a failed reconnection is given up after
+    `reconnect_seconds` instead of backing off for minutes, so the next request connects afresh:
+    reads recover within seconds of PostgreSQL returning."""
     return AsyncConnectionPool(
-        database_url, min_size=1, max_size=size, open=False, kwargs={"autocommit": True}
+        database_url,
+        min_size=1,
+        max_size=size,
+        open=False,
+        kwargs={"autocommit": True, "connect_timeout": 2},
+        check=AsyncConnectionPool.check_connection,
+        reconnect_timeout=reconnect_seconds,
     )
 
 
@@ -116,7 +128,7 @@ async def run_api(settings: Settings) -> None:
 
     nats_url, database_url = settings.require_urls()
     app = build_app(settings)
-    pool = read_pool(database_url, settings.db_pool_size)
+    pool = read_pool(database_url, settings.db_pool_size, settings.db_reconnect_seconds)
     await pool.open()
     nc = await connect(nats_url, "pearl-api")
     reports = ReportStore(nc.jetstream(), subjects_of(settings))

@@ -33,6 +33,19 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1024 * 1024
     max_report_bytes: int = 100 * 1024 * 1024
     read_wait_max_seconds: float = 10.0
+    #: `/ready`: the longest any one check (PostgreSQL, NATS, the stream) may take
+    ready_check_timeout_seconds: float = Field(default=1.0, gt=0)
+    #: `/ready` is 503 when the relay is more than this many events behind the store (high
+    #: enough that one large scan does not take every API replica out of rotation at once;
+    #: a relay or projector that stops is caught by `ready_stuck_seconds`)
+    ready_max_relay_lag: int = Field(default=100_000, ge=0)
+    #: `/ready` is 503 when a projection is more than this many events behind the store
+    ready_max_projection_lag: int = Field(default=100_000, ge=0)
+    #: `/ready` is 503 when the relay or a projection is behind and has not moved for this long
+    ready_stuck_seconds: float = Field(default=30.0, gt=0)
+    #: the read pool gives up a reconnection attempt after this long and starts afresh on the
+    #: next request, so reads (and `/ready`) recover within seconds of PostgreSQL returning
+    db_reconnect_seconds: float = Field(default=2.0, gt=0)
     relay_batch_size: int = 500
     projector_batch_size: int = 256
     worker_batch_size: int = 64

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -78,9 +79,16 @@ class AgentController(Controller):
 
     @put("/{org:str}/agents/{slug:str}/autonomy", operation_id="setAgentAutonomy")
     async def autonomy(
-        self, ctx: ApiContext, principal: Principal, org: str, slug: AgentSlug, data: SetAutonomy
+        self,
+        ctx: ApiContext,
+        principal: Principal,
+        org: str,
+        slug: AgentSlug,
+        data: SetAutonomy,
+        idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
-        return accepted(await run(ctx.pearl.set_autonomy, principal, org, slug, data), 200)
+        idem = command_idempotency(idempotency_key, "setAgentAutonomy", org, slug, data)
+        return accepted(await run(ctx.pearl.set_autonomy, principal, org, slug, data, idem), 200)
 
     @post(
         "/{org:str}/agents/{slug:str}/pause",
@@ -89,19 +97,33 @@ class AgentController(Controller):
         summary="Kill switch: refuse the agent everything from now on and release its leases",
     )
     async def pause(
-        self, ctx: ApiContext, principal: Principal, org: str, slug: AgentSlug, data: PauseAgent
+        self,
+        ctx: ApiContext,
+        principal: Principal,
+        org: str,
+        slug: AgentSlug,
+        data: PauseAgent,
+        idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         authorize(principal, Action.AGENT_MANAGE, org)
+        idem = command_idempotency(idempotency_key, "pauseAgent", org, slug, data)
         held = [UUID(i) for i in await tq.held_by(ctx.pool, org, slug)]
-        result = await run(ctx.pearl.pause_agent, principal, org, slug, data, held)
+        result = await run(ctx.pearl.pause_agent, principal, org, slug, data, held, idem)
         ctx.forget_principals()
         return accepted(result, 200)
 
     @post("/{org:str}/agents/{slug:str}/resume", operation_id="resumeAgent", status_code=200)
     async def resume(
-        self, ctx: ApiContext, principal: Principal, org: str, slug: AgentSlug, data: ResumeAgent
+        self,
+        ctx: ApiContext,
+        principal: Principal,
+        org: str,
+        slug: AgentSlug,
+        data: ResumeAgent,
+        idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
-        result = await run(ctx.pearl.resume_agent, principal, org, slug, data)
+        idem = command_idempotency(idempotency_key, "resumeAgent", org, slug, data)
+        result = await run(ctx.pearl.resume_agent, principal, org, slug, data, idem)
         ctx.forget_principals()
         return accepted(result, 200)
 
@@ -111,9 +133,15 @@ class AgentController(Controller):
         summary="Another credential for the agent (rotate: issue, switch, revoke the old key)",
     )
     async def issue_key(
-        self, ctx: ApiContext, principal: Principal, org: str, slug: AgentSlug
+        self,
+        ctx: ApiContext,
+        principal: Principal,
+        org: str,
+        slug: AgentSlug,
+        idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
-        return accepted(await run(ctx.pearl.issue_agent_key, principal, org, slug))
+        idem = command_idempotency(idempotency_key, "issueAgentKey", org, slug)
+        return accepted(await run(ctx.pearl.issue_agent_key, principal, org, slug, idem))
 
 
 class TaskController(Controller):
@@ -217,9 +245,12 @@ class TaskController(Controller):
         project_id: UUID,
         task_id: UUID,
         data: TaskHeartbeat | None = None,
+        idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         cmd = data or TaskHeartbeat()
-        result = await run(ctx.pearl.heartbeat_task, principal, task_id, cmd, None, project_id)
+        idem = command_idempotency(idempotency_key, "heartbeatTask", task_id, cmd)
+        heartbeat = partial(ctx.pearl.heartbeat_task, idem=idem)
+        result = await run(heartbeat, principal, task_id, cmd, None, project_id)
         return accepted(result, 200)
 
     @post(
@@ -255,6 +286,9 @@ class TaskController(Controller):
         project_id: UUID,
         task_id: UUID,
         data: ReleaseTask,
+        idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
-        result = await run(ctx.pearl.release_task, principal, task_id, data, None, project_id)
+        idem = command_idempotency(idempotency_key, "releaseTask", task_id, data)
+        release = partial(ctx.pearl.release_task, idem=idem)
+        result = await run(release, principal, task_id, data, None, project_id)
         return accepted(result, 200)

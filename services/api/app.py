@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
-from litestar import Litestar, MediaType, Request, Response, get
+from litestar import Litestar, Request, Response
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.enums import ScopeType
@@ -18,6 +17,7 @@ from domain.base import current_traceparent as event_traceparent
 from services.api.agents import AgentController, TaskController
 from services.api.context import ApiContext, ProjectionLag
 from services.api.governance import ROUTES as GOVERNANCE_ROUTES
+from services.api.health import ROUTES as HEALTH_ROUTES
 from services.api.problems import HANDLERS, problem
 from services.api.routes import ROUTES
 from services.api.security import hardening_middleware
@@ -64,39 +64,13 @@ def on_projection_lag(request: Request[Any, Any, Any], exc: ProjectionLag) -> Re
     return response
 
 
-@get("/health", operation_id="health", tags=["ops"], media_type=MediaType.JSON)
-async def health() -> dict[str, str]:
-    """The process is alive."""
-    return {"status": "ok"}
-
-
-@get("/ready", operation_id="ready", tags=["ops"])
-async def ready(state: State) -> Response[dict[str, Any]]:
-    """PostgreSQL and NATS are reachable (503 otherwise)."""
-    ctx: ApiContext = state.ctx
-    checks: dict[str, str] = {}
-    try:
-        async with asyncio.timeout(2.0), ctx.pool.connection() as conn:
-            await conn.execute("SELECT 1")
-        checks["postgres"] = "ok"
-    except Exception as exc:
-        checks["postgres"] = f"unavailable: {type(exc).__name__}"
-    connected = ctx.nc is not None and ctx.nc.is_connected
-    checks["nats"] = "ok" if connected else "unavailable"
-    ok = all(v == "ok" for v in checks.values())
-    return Response(
-        {"status": "ready" if ok else "not-ready", "checks": checks}, status_code=200 if ok else 503
-    )
-
-
 def create_app(ctx: ApiContext) -> Litestar:
     """Build the API around an already-wired context (the composition root owns connections)."""
     settings = ctx.settings
     cors = CORSConfig(allow_origins=settings.cors_origins) if settings.cors_origins else None
     return Litestar(
         route_handlers=[
-            health,
-            ready,
+            *HEALTH_ROUTES,
             *ROUTES,
             VexController,
             *TARGET_ROUTES,

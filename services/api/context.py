@@ -116,11 +116,28 @@ class ApiContext:
 
     async def wait_for(self, min_position: int | None) -> None:
         """Read-your-writes: block (bounded) until projections reached `min_position`."""
-        if not min_position:
+        if not min_position or await queries.position(self.pool) >= min_position:
             return
+        head = await asyncio.to_thread(self.pearl.recorder.max_notification_id)
+        if min_position > (head or 0):
+            raise PositionBeyondHead(min_position, head or 0)
         limit = self.settings.read_wait_max_seconds
         if not await queries.wait_for_position(self.pool, min_position, limit):
             raise ProjectionLag(min_position, limit)
+
+
+class PositionBeyondHead(InvalidInput):
+    """`min_position` names a position no event has (yet): waiting for it could not end."""
+
+    code = "position-beyond-head"
+
+    def __init__(self, position: int, head: int) -> None:
+        super().__init__(
+            f"min_position {position} is beyond the event store's last position {head}:"
+            " send a position a write returned"
+        )
+        self.position = position
+        self.head = head
 
 
 class ProjectionLag(Exception):

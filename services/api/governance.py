@@ -503,9 +503,14 @@ class PromotionController(Controller):
         summary="Evaluate the gate again now (a new decision event)",
     )
     async def evaluate(
-        self, ctx: ApiContext, principal: Principal, promotion_id: UUID
+        self,
+        ctx: ApiContext,
+        principal: Principal,
+        promotion_id: UUID,
+        idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
-        return accepted(await ctx.gate.evaluate_now(principal, promotion_id), 200)
+        idem = command_idempotency(idempotency_key, "evaluatePromotion", promotion_id)
+        return accepted(await ctx.gate.evaluate_now(principal, promotion_id, idem), 200)
 
     @post("/{promotion_id:uuid}/promote", operation_id="promote", status_code=200)
     async def promote(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from contracts.docs_text import cleaned
+
 
 def openapi_document() -> dict[str, Any]:
     from services.api.app import create_app
@@ -12,4 +14,4 @@ def openapi_document() -> dict[str, Any]:
 
     ctx = ApiContext(settings=Settings(), pearl=None, pool=None)  # type: ignore[arg-type]
     schema = create_app(ctx).openapi_schema.to_schema()
-    return dict(schema)
+    return cleaned(dict(schema))

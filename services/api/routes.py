@@ -215,9 +215,15 @@ class OrgController(Controller):
         summary="Issue an API key; its token is shown in this answer only",
     )
     async def issue_key(
-        self, ctx: ApiContext, principal: Principal, org: str, data: IssueApiKey
+        self,
+        ctx: ApiContext,
+        principal: Principal,
+        org: str,
+        data: IssueApiKey,
+        idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
-        return accepted(await run(ctx.pearl.issue_api_key, principal, org, data))
+        idem = command_idempotency(idempotency_key, "issueApiKey", org, data)
+        return accepted(await run(ctx.pearl.issue_api_key, principal, org, data, idem))
 
     @get(
         "/{org:str}/keys",
@@ -233,9 +239,17 @@ class OrgController(Controller):
 
     @delete("/{org:str}/keys/{key_id:str}", operation_id="revokeApiKey", status_code=200)
     async def revoke_key(
-        self, ctx: ApiContext, principal: Principal, org: str, key_id: str, reason: str = "revoked"
+        self,
+        ctx: ApiContext,
+        principal: Principal,
+        org: str,
+        key_id: str,
+        reason: str = "revoked",
+        idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
-        return accepted(await run(ctx.pearl.revoke_api_key, principal, org, key_id, reason), 200)
+        idem = command_idempotency(idempotency_key, "revokeApiKey", org, key_id, reason)
+        revoke = ctx.pearl.revoke_api_key
+        return accepted(await run(revoke, principal, org, key_id, reason, idem), 200)
 
 
 class ProjectController(Controller):

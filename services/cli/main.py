@@ -114,6 +114,18 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_projections_status(args: argparse.Namespace) -> int:
+    from services.readiness import status_lines, status_report
+
+    settings = _settings(args)
+    report = asyncio.run(status_report(settings))
+    if args.json:
+        print(json.dumps(report.body(), indent=2))
+    else:
+        print("\n".join(status_lines(report)))
+    return 1 if report.failures else 0
+
+
 def cmd_admin_key(args: argparse.Namespace) -> int:
     from services.supervisor import ensure_admin_key
 
@@ -199,10 +211,19 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         _, database_url = settings.require_urls()
         app = build_app(settings)
         try:
+            covered = audit_cli.coverage(app, database_url, args.wait)
             checked, bad = audit_cli.verify_store(app, database_url, args.org, args.public_key)
         finally:
             app.close()
         problem = None if bad is None else f"first bad entry at position {bad}"
+        if problem is None and covered.behind:
+            print(
+                f"audit chain BEHIND the event store by {covered.behind} events: positions"
+                f" {covered.checkpoint + 1}..{covered.head} are not chained yet (after waiting"
+                f" {args.wait:g}s; see `pearl projections status`); the {checked} entries"
+                f" chained up to position {covered.checkpoint} verify"
+            )
+            return 3
     if problem:
         print(f"audit chain BROKEN after {checked} good entries: {problem}")
         return 1
@@ -248,6 +269,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:
+    from contracts.docs_text import render
     from contracts.schemas import asyncapi, event_schemas, policy_schema
 
     out = Path(args.output)
@@ -257,14 +279,15 @@ def cmd_schemas(args: argparse.Namespace) -> int:
         ("policy.schema.json", policy_schema()),
         ("asyncapi.json", asyncapi()),
     ):
-        (out / name).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        (out / name).write_text(render(doc))
     return 0
 
 
 def cmd_openapi(args: argparse.Namespace) -> int:
+    from contracts.docs_text import render
     from services.api.openapi import openapi_document
 
-    text = json.dumps(openapi_document(), indent=2, sort_keys=True) + "\n"
+    text = render(openapi_document())
     if args.output == "-":
         sys.stdout.write(text)
     else:
@@ -362,6 +385,12 @@ def parser() -> argparse.ArgumentParser:
     reb = proj_sub.add_parser("rebuild", help="rebuild every read model from the event store")
     reb.add_argument("--name", action="append", help="only this read model (repeatable)")
     reb.set_defaults(func=cmd_rebuild)
+    pst = proj_sub.add_parser(
+        "status",
+        help="each checkpoint, the store head, the lag and any failure (exit 1 while one fails)",
+    )
+    pst.add_argument("--json", action="store_true", help="the /ready report as JSON")
+    pst.set_defaults(func=cmd_projections_status)
 
     scan = sub.add_parser("scan", help="scanner reports")
     scan_sub = scan.add_subparsers(dest="action", required=True)
@@ -415,7 +444,15 @@ def parser() -> argparse.ArgumentParser:
     aud = sub.add_parser("audit", help="verify or export the hash-chained audit trail")
     aud_sub = aud.add_subparsers(dest="action", required=True)
     ver = aud_sub.add_parser(
-        "verify", help="exit 0 when the chain is intact, 1 naming the first bad position"
+        "verify",
+        help="exit 0 when the chain is intact and covers the whole store, 1 naming the first bad"
+        " position, 3 when it is intact but behind the event store (saying by how much)",
+    )
+    ver.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        help="seconds to wait for the chain to reach the store head (default 10)",
     )
     ver.add_argument("--org")
     ver.add_argument("--from-export", help="verify an export file offline instead")

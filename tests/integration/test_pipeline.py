@@ -141,7 +141,12 @@ async def test_health_and_ready(stack: Stack):
     assert (await stack.http.get("/health")).json() == {"status": "ok"}
     r = await stack.http.get("/ready")
     assert r.status_code == 200
-    assert r.json()["checks"] == {"postgres": "ok", "nats": "ok"}
+    assert r.json()["checks"] == {
+        "postgres": "ok",
+        "nats": "ok",
+        "relay": "ok",
+        "projections": "ok",
+    }
 
 
 async def test_audit_filters_by_time_window_and_pages_with_a_cursor(stack: Stack):

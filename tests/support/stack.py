@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import nats
 from nats.aio.client import Client
 
 from contracts.subjects import Subjects
 from domain.pearl_app import PearlApp
 from services.api.app import create_app
 from services.api.context import ApiContext
+from services.bus import connect
 from services.gatekeeper import Gatekeeper
 from services.projector import Projector
 from services.relay import Relay
@@ -46,7 +46,7 @@ async def running_stack(settings: Settings, *, workers: bool = True) -> AsyncIte
     """Start the API (in-process ASGI), and unless told not to, relay/projector/worker tasks."""
     nats_url, database_url = settings.require_urls()
     app = await asyncio.to_thread(build_app, settings)
-    nc = await nats.connect(nats_url)
+    nc = await connect(nats_url, "pearl-api")  # as the API connects: reconnecting forever
     subjects = subjects_of(settings)
     pool = read_pool(database_url, 4)
     await pool.open()

@@ -263,8 +263,9 @@ def test_reports_structural_error_at_its_location_line_and_column(text, expected
             id="yaml-syntax",
         ),
         pytest.param(
-            '{"rules": [\n  {"kind": "sbom", "id": "a",}]}',
-            ("", 2, 30, "invalid JSON: Expecting property name"),
+            # (a trailing comma is reported at another column since Python 3.13)
+            '{"rules": [\n  {"kind": "sbom", "id": "a", 5: 1}]}',
+            ("", 2, 31, "invalid JSON: Expecting property name"),
             id="json-syntax",
         ),
         pytest.param(
