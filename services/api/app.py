@@ -18,6 +18,7 @@ from domain.base import current_traceparent as event_traceparent
 from services.api.agents import AgentController, TaskController
 from services.api.context import ApiContext, ProjectionLag
 from services.api.governance import ROUTES as GOVERNANCE_ROUTES
+from services.api.guard import input_guard
 from services.api.problems import HANDLERS, problem
 from services.api.routes import ROUTES
 from services.api.security import hardening_middleware
@@ -109,6 +110,7 @@ def create_app(ctx: ApiContext) -> Litestar:
         middleware=[
             tracing_middleware,
             hardening_middleware(settings.request_timeout_seconds, settings.upload_timeout_seconds),
+            input_guard(settings.max_body_bytes),
         ],
         openapi_config=OpenAPIConfig(
             title="PeaRL API",
