@@ -15,7 +15,7 @@ from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Mappe
 from eventsourcing.popo import POPOFactory
 
 from contracts.commands import CreateOrg, CreateProject, IssueApiKey, RecordFinding
-from contracts.text import escape_controls
+from contracts.text import UNSTORABLE, escape_controls
 from domain.access import AccessDenial
 from domain.agents_app import AgentCommands
 from domain.api_key import ApiKey, api_key_id, generate_key, split_token
@@ -31,6 +31,7 @@ from domain.errors import (
     InvalidInput,
     NotFound,
     Unauthenticated,
+    UnstorableText,
 )
 from domain.finding import Finding, finding_id
 from domain.governance_app import GovernanceCommands
@@ -76,6 +77,10 @@ class Idempotency:
 
     key: str
     request_hash: str
+
+    def __post_init__(self) -> None:
+        if UNSTORABLE.search(self.key):  # it is stored (and looked up) as text
+            raise UnstorableText("the idempotency key holds NUL or a lone surrogate")
 
 
 @dataclass(frozen=True, slots=True)
