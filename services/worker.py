@@ -108,9 +108,9 @@ class CommandProcessor:
             return Outcome("dead", exc.detail, exc.code)
         try:
             cmd = decode_body(route, envelope.data)
+            idem = Idempotency(f"cmd:{envelope.id}", request_digest(subject, envelope.data))
         except PearlError as exc:
             return Outcome("dead", exc.detail, exc.code)
-        idem = Idempotency(f"cmd:{envelope.id}", request_digest(subject, envelope.data))
         return Decoded(subject, org, route, principal, cmd, idem)
 
     def run(self, decoded: Decoded, attachment: Any = None) -> Outcome:
