@@ -19,6 +19,7 @@ from services.api.agents import AgentController, TaskController
 from services.api.context import ApiContext, ProjectionLag
 from services.api.governance import ROUTES as GOVERNANCE_ROUTES
 from services.api.guard import input_guard
+from services.api.problem_docs import document_problems
 from services.api.problems import HANDLERS, problem
 from services.api.routes import ROUTES
 from services.api.security import hardening_middleware
@@ -94,7 +95,7 @@ def create_app(ctx: ApiContext) -> Litestar:
     """Build the API around an already-wired context (the composition root owns connections)."""
     settings = ctx.settings
     cors = CORSConfig(allow_origins=settings.cors_origins) if settings.cors_origins else None
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             health,
             ready,
@@ -123,3 +124,5 @@ def create_app(ctx: ApiContext) -> Litestar:
         debug=False,
         logging_config=None,
     )
+    document_problems(app)
+    return app
