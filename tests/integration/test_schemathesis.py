@@ -60,13 +60,7 @@ async def api_url(stack: Stack, tmp_path: Path) -> Any:
         "PEARL_AUTH_FAILURES_PER_MINUTE": "1000000",
         "PEARL_READ_WAIT_MAX_SECONDS": "2",
     }
-    with (tmp_path / "api.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli.main", "run", "api"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    proc = _start_api(env, tmp_path / "api.log")
     url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient() as client:
@@ -80,12 +74,26 @@ async def api_url(stack: Stack, tmp_path: Path) -> Any:
             await eventually(up, timeout=30, interval=0.2)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        await asyncio.to_thread(_stop, proc)
+
+
+def _start_api(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.cli.main", "run", "api"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 def _run(url: str, token: str) -> list[str]:
