@@ -33,11 +33,14 @@ def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     """Whether `body` nests arrays/objects deeper than `limit` (or has unbalanced brackets).
 
     Linear and in C: strings are cut out, only brackets kept; a body with at most `limit`
-    opening brackets cannot be too deep, otherwise each pass removes the innermost level.
+    opening brackets cannot be too deep, one with more than `limit` opened in a row is;
+    otherwise each pass removes the innermost level.
     """
     brackets = _STRINGS.sub(b"", body).translate(None, _NOT_BRACKETS)
     if brackets.count(b"[") + brackets.count(b"{") <= limit:
         return False
+    if re.search(rb"[\[{]{%d}" % (limit + 1), brackets):
+        return True  # more than `limit` opened in a row: the usual shape of a nesting bomb
     for _ in range(limit):
         shorter = brackets.replace(b"[]", b"").replace(b"{}", b"")
         if not shorter:
