@@ -55,7 +55,7 @@ async def test_a_denial_is_recorded_with_hostile_text_escaped_and_projects(stack
     assert store_head(stack) == before + 1
     await assert_history_intact(stack)
     r = await stack.http.get(
-        "/v1/audit", params={"org": "system", "limit": 1000}, headers=stack.admin
+        "/v1/audit", params={"org": "system", "cursor": before, "limit": 10}, headers=stack.admin
     )
     assert r.status_code == 200, r.text
     actions = [e["data"].get("action") for e in r.json()["items"] if e.get("data")]
