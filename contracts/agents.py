@@ -7,13 +7,14 @@ from typing import Annotated, Literal
 from msgspec import Meta, field
 
 from contracts.commands import Command, Name, Slug
+from contracts.text import PROSE
 
 #: What an agent may do alone in an environment, least to most.
 AutonomyLevel = Literal["none", "observe", "propose", "act"]
 #: An environment name, or `*` for every environment not named (and for work with none, tasks).
 Scope = Annotated[str, Meta(pattern=r"^(\*|[a-z0-9][a-z0-9-]{0,31})(?![\s\S])")]
 Capability = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}(?![\s\S])")]
-Reason = Annotated[str, Meta(min_length=1, max_length=2000)]
+Reason = Annotated[str, PROSE, Meta(min_length=1, max_length=2000)]
 
 
 class RegisterAgent(Command, kw_only=True, forbid_unknown_fields=True, frozen=True):

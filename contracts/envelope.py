@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from msgspec import Struct
+from msgspec import Meta, Struct
+
+from contracts.text import LINE
+
+#: A header-like envelope field: one line, bounded.
+Field = Annotated[str, LINE, Meta(max_length=500)]
 
 
 class EventEnvelope(Struct, frozen=True, kw_only=True):
@@ -34,12 +39,12 @@ class CommandEnvelope(Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     credential travels in the `Authorization` message header, never in the body.
     """
 
-    specversion: str = "1.0"
-    id: str
-    source: str = "unknown"
-    type: str | None = None
-    time: str | None = None
-    traceparent: str | None = None
+    specversion: Field = "1.0"
+    id: Annotated[str, LINE, Meta(min_length=1, max_length=200)]
+    source: Field = "unknown"
+    type: Field | None = None
+    time: Field | None = None
+    traceparent: Field | None = None
     data: dict[str, Any]
 
 

@@ -8,14 +8,15 @@ from typing import Annotated, Any, Literal
 
 from msgspec import Meta, field
 
-from contracts.commands import Command, Commit, Environment
+from contracts.commands import Command, Commit, Environment, Ident
 from contracts.policy import Profile
+from contracts.text import LINE, PROSE
 
-Reason = Annotated[str, Meta(min_length=1, max_length=2000)]
-OptionalReason = Annotated[str, Meta(max_length=2000)]
+Reason = Annotated[str, PROSE, Meta(min_length=1, max_length=2000)]
+OptionalReason = Annotated[str, PROSE, Meta(max_length=2000)]
 VersionLabel = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}(?![\s\S])")]
 ArtifactDigest = Annotated[str, Meta(pattern=r"^[a-z0-9]+:[0-9a-f]{32,128}(?![\s\S])")]
-Actor = Annotated[str, Meta(min_length=1, max_length=200)]
+Actor = Annotated[str, LINE, Meta(min_length=1, max_length=200)]
 Count = Annotated[int, Meta(ge=0, le=10_000_000)]
 Uuid = Annotated[str, Meta(pattern=r"^[0-9a-fA-F-]{32,36}(?![\s\S])")]
 
@@ -34,7 +35,7 @@ class SetPolicy(Command, kw_only=True, forbid_unknown_fields=True, frozen=True):
 class RegisterVersion(Command, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """A build that may be promoted: its label, commit, artifact digest, and who wrote it."""
 
-    project_id: str | None = None
+    project_id: Ident | None = None
     version: VersionLabel
     commit: Commit
     artifact_digest: ArtifactDigest | None = None
@@ -43,9 +44,9 @@ class RegisterVersion(Command, kw_only=True, forbid_unknown_fields=True, frozen=
 
 
 class SubmitTestResults(Command, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    project_id: str | None = None
+    project_id: Ident | None = None
     commit: Commit
-    suite: Annotated[str, Meta(min_length=1, max_length=100)] = "default"
+    suite: Annotated[str, LINE, Meta(min_length=1, max_length=100)] = "default"
     passed: Count
     failed: Count = 0
     skipped: Count = 0
@@ -56,7 +57,7 @@ class SubmitTestResults(Command, kw_only=True, forbid_unknown_fields=True, froze
 class RequestPromotion(Command, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """Promote a registered version into `to` (from the environment before it)."""
 
-    project_id: str | None = None
+    project_id: Ident | None = None
     version: VersionLabel
     to: Environment
     #: Optional; when given it must be the environment right before `to`.
@@ -82,20 +83,20 @@ class DecideApproval(Command, kw_only=True, forbid_unknown_fields=True, frozen=T
 class CommentApproval(Command, kw_only=True, forbid_unknown_fields=True, frozen=True):
     #: The approval request (needed on the bus; over HTTP the path names it).
     request_id: Uuid | None = None
-    text: Annotated[str, Meta(min_length=1, max_length=5000)]
+    text: Annotated[str, PROSE, Meta(min_length=1, max_length=5000)]
 
 
 class RequestException(Command, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """Accept a risk: findings by id, a rule or a CWE, in one environment (or all)."""
 
-    project_id: str | None = None
+    project_id: Ident | None = None
     environment: Environment | None = None
     finding_ids: Annotated[list[Uuid], Meta(max_length=1000)] = []
-    rule_id: Annotated[str, Meta(min_length=1, max_length=500)] | None = None
+    rule_id: Annotated[str, LINE, Meta(min_length=1, max_length=500)] | None = None
     cwe: Annotated[str, Meta(pattern=r"^CWE-[0-9]{1,6}(?![\s\S])")] | None = None
-    justification: Annotated[str, Meta(min_length=10, max_length=10_000)]
+    justification: Annotated[str, PROSE, Meta(min_length=10, max_length=10_000)]
     compensating_controls: Annotated[
-        list[Annotated[str, Meta(min_length=1, max_length=1000)]], Meta(max_length=50)
+        list[Annotated[str, PROSE, Meta(min_length=1, max_length=1000)]], Meta(max_length=50)
     ] = []
     expires_at: datetime
 

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct, field
 
+from contracts.text import LINE, refuse_unstorable
+
 RuleId = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}(?![\s\S])")]
 Severity = Literal["critical", "high", "medium", "low", "info"]
 Role = Literal["viewer", "operator", "approver", "admin", "auditor", "service", "agent"]
@@ -31,7 +33,10 @@ class Profile(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     criticality: Criticality = "medium"
     data_classification: Classification = "internal"
     internet_facing: bool = False
-    owner_team: Annotated[str, Meta(max_length=100)] | None = None
+    owner_team: Annotated[str, LINE, Meta(max_length=100)] | None = None
+
+    def __post_init__(self) -> None:
+        refuse_unstorable(self)
 
 
 class When(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

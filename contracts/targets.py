@@ -7,17 +7,20 @@ from typing import Annotated, Literal
 from msgspec import Meta
 
 from contracts.commands import Command, Slug
+from contracts.text import LINE
 
 TargetKind = Literal["source", "image", "iac"]
 Scanner = Literal["semgrep", "bandit", "checkov", "pip-audit", "trivy", "grype"]
 #: An absolute path on the worker's host (source, iac) or an image reference (image).
-Location = Annotated[str, Meta(min_length=1, max_length=1000)]
-AbsolutePath = Annotated[str, Meta(pattern=r"^/", max_length=1000)]
+Location = Annotated[str, LINE, Meta(min_length=1, max_length=1000)]
+AbsolutePath = Annotated[
+    str, Meta(pattern=r"^/[^\x00-\x1f\x7f-\x9f\ud800-\udfff]*(?![\s\S])", max_length=1000)
+]
 Interval = Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,6}[smhd](?![\s\S])")]
-Branch = Annotated[str, Meta(min_length=1, max_length=250)]
+Branch = Annotated[str, LINE, Meta(min_length=1, max_length=250)]
 Timeout = Annotated[int, Meta(ge=5, le=21_600)]
 Scanners = Annotated[list[Scanner], Meta(min_length=1, max_length=6)]
-Uuid = Annotated[str, Meta(min_length=32, max_length=36)]
+Uuid = Annotated[str, LINE, Meta(min_length=32, max_length=36)]
 
 
 class TargetDefinition(Command, kw_only=True, forbid_unknown_fields=True, frozen=True):

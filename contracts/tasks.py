@@ -6,14 +6,15 @@ from typing import Annotated, Literal
 
 from msgspec import Meta
 
-from contracts.commands import Command, Commit, Severity
+from contracts.commands import Command, Commit, Ident, Severity
+from contracts.text import LINE, PROSE
 
 Uuid = Annotated[str, Meta(pattern=r"^[0-9a-fA-F-]{32,36}(?![\s\S])")]
-PathGlob = Annotated[str, Meta(min_length=1, max_length=500)]
-RepoPath = Annotated[str, Meta(min_length=1, max_length=1000)]
+PathGlob = Annotated[str, LINE, Meta(min_length=1, max_length=500)]
+RepoPath = Annotated[str, LINE, Meta(min_length=1, max_length=1000)]
 #: How long a claim holds without a heartbeat.
 LeaseSeconds = Annotated[int, Meta(ge=30, le=86_400)]
-Reason = Annotated[str, Meta(min_length=1, max_length=2000)]
+Reason = Annotated[str, PROSE, Meta(min_length=1, max_length=2000)]
 GroupBy = Literal["finding", "rule", "file", "package"]
 
 
@@ -24,7 +25,7 @@ class CreateTasks(Command, kw_only=True, forbid_unknown_fields=True, frozen=True
     the findings are in and 200 changed lines.
     """
 
-    project_id: str | None = None
+    project_id: Ident | None = None
     finding_ids: Annotated[list[Uuid], Meta(max_length=1000)] = []
     group_by: GroupBy = "finding"
     severities: Annotated[list[Severity], Meta(max_length=5)] = []
@@ -48,12 +49,12 @@ class CompleteTask(Command, kw_only=True, forbid_unknown_fields=True, frozen=Tru
     """What the holder did: where the change is, which files it touched, and a summary."""
 
     task_id: Uuid | None = None
-    branch: Annotated[str, Meta(min_length=1, max_length=500)] | None = None
+    branch: Annotated[str, LINE, Meta(min_length=1, max_length=500)] | None = None
     commit: Commit | None = None
     pr_url: Annotated[str, Meta(pattern=r"^https?://\S{1,2000}(?![\s\S])")] | None = None
     changed_files: Annotated[list[RepoPath], Meta(min_length=1, max_length=1000)]
     changed_lines: Annotated[int, Meta(ge=0, le=10_000_000)]
-    summary: Annotated[str, Meta(min_length=1, max_length=10_000)]
+    summary: Annotated[str, PROSE, Meta(min_length=1, max_length=10_000)]
 
 
 class ReleaseTask(Command, kw_only=True, forbid_unknown_fields=True, frozen=True):

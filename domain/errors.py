@@ -103,3 +103,9 @@ class NotReady(PearlError):
     """A read the command depends on has not caught up yet; retrying shortly will work."""
 
     code = "not-ready"
+
+
+class UnstorableText(InvalidInput):
+    """An event would hold text no store or projection can carry (NUL, a lone surrogate)."""
+
+    code = "unstorable-text"

@@ -11,10 +11,11 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import ApplicationRecorder, IntegrityError
+from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Mapper, Recording
 from eventsourcing.popo import POPOFactory
 
 from contracts.commands import CreateOrg, CreateProject, IssueApiKey, RecordFinding
+from contracts.text import UNSTORABLE, escape_controls
 from domain.access import AccessDenial
 from domain.agents_app import AgentCommands
 from domain.api_key import ApiKey, api_key_id, generate_key, split_token
@@ -30,6 +31,7 @@ from domain.errors import (
     InvalidInput,
     NotFound,
     Unauthenticated,
+    UnstorableText,
 )
 from domain.finding import Finding, finding_id
 from domain.governance_app import GovernanceCommands
@@ -53,6 +55,7 @@ from domain.policy import sla_days_for, sla_due
 from domain.project import Project
 from domain.scan_report import ScanReport, scan_report_id
 from domain.scan_scope import ScanScope, scan_scope_id
+from domain.storable import StorableMapper, refuse_unstorable_claim
 from domain.targets_app import ScanTargetCommands
 from domain.tasks_app import TaskCommands
 
@@ -74,6 +77,10 @@ class Idempotency:
 
     key: str
     request_hash: str
+
+    def __post_init__(self) -> None:
+        if UNSTORABLE.search(self.key):  # it is stored (and looked up) as text
+            raise UnstorableText("the idempotency key holds NUL or a lone surrogate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +113,17 @@ class PearlApp(
     def __init__(self, env: dict[str, str] | None = None, clock: Clock = utcnow) -> None:
         self.clock = clock
         super().__init__(env)
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """The library's mapper, refusing any event a projection could not apply (NUL...)."""
+        return self.factory.mapper(
+            transcoder=self.construct_transcoder(), mapper_class=StorableMapper
+        )
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        """Save events (and an idempotency claim); unstorable text is `UnstorableText`."""
+        refuse_unstorable_claim(kwargs.get("idempotency"))
+        return super().save(*objs, **kwargs)
 
     def construct_recorder(self) -> ApplicationRecorder:
         if isinstance(self.factory, POPOFactory):
@@ -176,13 +194,15 @@ class PearlApp(
         channel: str,
     ) -> None:
         """Record a refused attempt in the caller's org (the target org sees no trace of it)."""
+        # Every field may come from the refused request: written with visible escapes, so the
+        # record of a hostile request is always storable and projectable.
         denial = AccessDenial(
-            org=org,
-            actor=actor,
-            action=action[:200],
-            resource=resource[:500],
-            reason=reason[:500],
-            code=code,
+            org=escape_controls(org)[:200],
+            actor=escape_controls(actor)[:200],
+            action=escape_controls(action)[:200],
+            resource=escape_controls(resource)[:500],
+            reason=escape_controls(reason)[:500],
+            code=escape_controls(code)[:100],
             channel=channel,
             at=self.now(),
         )

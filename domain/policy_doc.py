@@ -154,7 +154,10 @@ def _load(text: str) -> tuple[Any, yaml.Node | None, list[PolicyError]]:
         if not duplicates:
             return data, None, []
         # Duplicate keys: the YAML reader below reports each one with its position.
-    loader = _Loader(text)
+    try:  # the reader refuses unprintable characters (C0/C1 controls) as it is built
+        loader = _Loader(text)
+    except yaml.YAMLError as exc:
+        return None, None, [_doc_error(f"invalid YAML: {exc}")]
     try:
         node = loader.get_single_node()
         if node is None:
@@ -192,7 +195,10 @@ def _yaml_error(exc: yaml.MarkedYAMLError) -> PolicyError:
 
 
 def _compose_quietly(text: str) -> yaml.Node | None:
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.YAMLError:
+        return None
     try:
         return loader.get_single_node()
     except yaml.YAMLError:

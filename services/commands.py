@@ -21,6 +21,7 @@ from contracts.governance import (
 )
 from contracts.targets import RegisterScanTarget, RequestScanJob
 from contracts.tasks import ClaimTask, CompleteTask, CreateTasks, ReleaseTask, TaskHeartbeat
+from contracts.text import explain
 from domain.authz import Principal
 from domain.errors import InvalidInput
 from domain.ingest import ScanMeta
@@ -129,4 +130,4 @@ def decode_body(route: Route, data: dict[str, Any]) -> Any:
     try:
         return msgspec.convert(data, type=route.body, strict=True)
     except msgspec.ValidationError as exc:
-        raise InvalidInput(f"invalid command data: {exc}") from None
+        raise InvalidInput(f"invalid command data: {explain(str(exc))}") from None

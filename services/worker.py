@@ -25,6 +25,7 @@ from psycopg import Error as PsycopgError
 
 from contracts.envelope import CommandEnvelope
 from contracts.subjects import Subjects
+from contracts.text import escape_controls
 from domain.authz import SYSTEM_ORG, Principal
 from domain.base import current_channel
 from domain.errors import ConcurrencyConflict, CrossOrg, Forbidden, PearlError, Unauthenticated
@@ -108,9 +109,9 @@ class CommandProcessor:
             return Outcome("dead", exc.detail, exc.code)
         try:
             cmd = decode_body(route, envelope.data)
+            idem = Idempotency(f"cmd:{envelope.id}", request_digest(subject, envelope.data))
         except PearlError as exc:
             return Outcome("dead", exc.detail, exc.code)
-        idem = Idempotency(f"cmd:{envelope.id}", request_digest(subject, envelope.data))
         return Decoded(subject, org, route, principal, cmd, idem)
 
     def run(self, decoded: Decoded, attachment: Any = None) -> Outcome:
@@ -209,7 +210,8 @@ class CommandProcessor:
         kept = {k: v for k, v in headers.items() if k.lower() != "authorization"}
         kept.update(
             {
-                "Pearl-Dlq-Reason": outcome.reason[:1000].replace("\n", " ").replace("\r", " "),
+                # one header line, whatever the message held (control characters escaped)
+                "Pearl-Dlq-Reason": escape_controls(outcome.reason)[:1000],
                 "Pearl-Dlq-Code": outcome.code,
                 "Pearl-Original-Subject": subject,
                 "Nats-Msg-Id": f"dlq-{self.subjects.root}-{seq}",

@@ -17,7 +17,9 @@ from domain.base import current_traceparent as event_traceparent
 from services.api.agents import AgentController, TaskController
 from services.api.context import ApiContext, ProjectionLag
 from services.api.governance import ROUTES as GOVERNANCE_ROUTES
+from services.api.guard import input_guard
 from services.api.health import ROUTES as HEALTH_ROUTES
+from services.api.problem_docs import document_problems
 from services.api.problems import HANDLERS, problem
 from services.api.routes import ROUTES
 from services.api.security import hardening_middleware
@@ -68,7 +70,7 @@ def create_app(ctx: ApiContext) -> Litestar:
     """Build the API around an already-wired context (the composition root owns connections)."""
     settings = ctx.settings
     cors = CORSConfig(allow_origins=settings.cors_origins) if settings.cors_origins else None
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             *HEALTH_ROUTES,
             *ROUTES,
@@ -83,6 +85,7 @@ def create_app(ctx: ApiContext) -> Litestar:
         middleware=[
             tracing_middleware,
             hardening_middleware(settings.request_timeout_seconds, settings.upload_timeout_seconds),
+            input_guard(settings.max_body_bytes),
         ],
         openapi_config=OpenAPIConfig(
             title="PeaRL API",
@@ -95,3 +98,5 @@ def create_app(ctx: ApiContext) -> Litestar:
         debug=False,
         logging_config=None,
     )
+    document_problems(app)
+    return app

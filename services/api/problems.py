@@ -11,6 +11,7 @@ from litestar.background_tasks import BackgroundTask
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from contracts.text import explain
 from domain import errors
 from services.api.security import RateLimited, denial_actor
 
@@ -27,6 +28,7 @@ STATUS: dict[type[errors.PearlError], int] = {
     errors.IdempotencyMismatch: 422,
     errors.PayloadTooLarge: 413,
     errors.ReportError: 422,
+    errors.UnstorableText: 400,
     errors.InvalidInput: 422,
     errors.NotReady: 503,
 }
@@ -127,12 +129,16 @@ def on_rate_limited(request: Request[Any, Any, Any], exc: RateLimited) -> Respon
 def on_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     extra = exc.extra if isinstance(exc.extra, list) else []
     errors_ = [
-        {"field": e.get("key"), "message": e.get("message"), "source": e.get("source")}
+        {
+            "field": e.get("key"),
+            "message": explain(str(e.get("message"))),
+            "source": e.get("source"),
+        }
         for e in extra
         if isinstance(e, dict)
     ]
     return problem(
-        400, "invalid-request", "Invalid request", str(exc.detail), request, errors=errors_
+        400, "invalid-request", "Invalid request", explain(str(exc.detail)), request, errors=errors_
     )
 
 

@@ -48,6 +48,8 @@ MinPosition = Annotated[
     ),
 ]
 Limit = Annotated[int, Parameter(query="limit", ge=1, le=1000)]
+#: The largest store position (PostgreSQL bigint).
+MAX_POSITION = 2**63 - 1
 CommitQ = Annotated[
     str | None,
     Parameter(
@@ -93,8 +95,8 @@ async def event_history(ctx: ApiContext, aggregate_id: UUID) -> list[dict[str, A
 
 async def as_of_position(ctx: ApiContext, org: str, as_of: str) -> int:
     """An `as_of` query value (position or ISO time) as a store position."""
-    if as_of.isdigit():
-        return int(as_of)
+    if as_of.isascii() and as_of.isdigit():  # str.isdigit() also takes "²" and other scripts
+        return min(int(as_of), MAX_POSITION)
     try:
         when = datetime.fromisoformat(as_of)
     except ValueError:
