@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
 import msgspec
 import psycopg
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -85,6 +87,12 @@ class Projector:
             except (psycopg.Error, OSError) as exc:
                 log.warning("projector cannot reach PostgreSQL", extra={"error": str(exc)})
                 await asyncio.sleep(1.0)
+                continue
+            except NatsError as exc:  # e.g. NATS restarted and the consumer is being recovered
+                log.warning("projector cannot fetch; subscribing again", extra={"error": repr(exc)})
+                await asyncio.sleep(0.5)
+                with contextlib.suppress(NatsError, TimeoutError):
+                    sub = await asyncio.wait_for(self.subscribe(), 5.0)
                 continue
             if not msgs:
                 continue
