@@ -38,37 +38,51 @@ def poison_kinds(project: str) -> list[tuple[str, Callable[[int], bytes], str]]:
     """(name, body for message i, subject suffix): every way decoding can fail."""
     finding = {"tool": "t", "rule_id": "r", "title": "x", "severity": "low"}
     return [
-        ("nested-1100", lambda i: nested(1_100), "finding.record"),
-        ("nested-100000", lambda i: nested(100_000), "finding.record"),
+        ("nested-1100", lambda i: nested(1_100), "cmd.acme.finding.record"),
+        ("nested-100000", lambda i: nested(100_000), "cmd.acme.finding.record"),
         (
             "not-json",
             lambda i: bytes(random.Random(i).randrange(256) for _ in range(64)),
-            "finding.record",
+            "cmd.acme.finding.record",
         ),
-        ("not-utf8", lambda i: b'{"id": "\xff\xfe", "data": {}}', "finding.record"),
-        ("json-not-object", lambda i: b"[1, 2, 3]", "finding.record"),
-        ("wrong-types", lambda i: json.dumps({"id": i, "data": [i]}).encode(), "finding.record"),
+        ("not-utf8", lambda i: b'{"id": "\xff\xfe", "data": {}}', "cmd.acme.finding.record"),
+        ("json-not-object", lambda i: b"[1, 2, 3]", "cmd.acme.finding.record"),
+        (
+            "wrong-types",
+            lambda i: json.dumps({"id": i, "data": [i]}).encode(),
+            "cmd.acme.finding.record",
+        ),
         (
             "unknown-field",
             lambda i: json.dumps({"id": f"u{i}", "data": {}, "x": 1}).encode(),
-            "finding.record",
+            "cmd.acme.finding.record",
         ),
         (
             "bad-data",
             lambda i: json.dumps({"id": f"b{i}", "data": {**finding, "severity": 7}}).encode(),
-            "finding.record",
+            "cmd.acme.finding.record",
         ),
         (
             "huge",
             lambda i: json.dumps({"id": f"h{i}", "data": {"x": "a" * 600_000}}).encode(),
-            "finding.record",
+            "cmd.acme.finding.record",
         ),
         (
             "unknown-command",
             lambda i: json.dumps({"id": f"c{i}", "data": {}}).encode(),
-            "nope.nope",
+            "cmd.acme.nope.nope",
         ),
-        ("empty", lambda i: b"", "finding.record"),
+        ("empty", lambda i: b"", "cmd.acme.finding.record"),
+        (
+            "short-subject",
+            lambda i: json.dumps({"id": f"s{i}", "data": {}}).encode(),
+            "cmd.acme.finding",
+        ),
+        (
+            "long-subject",
+            lambda i: json.dumps({"id": f"l{i}", "data": {}}).encode(),
+            "cmd.acme.finding.record.again",
+        ),
     ]
 
 
@@ -96,7 +110,7 @@ async def test_poison_is_dead_lettered_with_a_reason_and_valid_commands_still_ap
             headers = dict(auth)
             if i % 7 == 3:  # bad headers too: no credential, another scheme, junk
                 headers = [{}, {"Authorization": "Basic eA=="}, {"Authorization": "Bearer"}][i % 3]
-            subject = subjects.command("acme", *suffix.split("."))
+            subject = f"{subjects.root}.{suffix}"
             await js.publish(subject, body(i), headers=headers)
             sent[name] += 1
             if i % (POISON // VALID) == 0:
