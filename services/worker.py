@@ -222,8 +222,15 @@ class CommandProcessor:
         seq = raw.metadata.sequence.stream if raw.metadata else 0
         heartbeat = asyncio.create_task(_in_progress(raw))
         try:
-            with span_from(headers, "worker.command", subject=raw.subject):
-                outcome = await self._attempt(raw.subject, raw.data, headers)
+            if deliveries > MAX_DELIVER:  # earlier deliveries ended without any outcome
+                outcome = Outcome(
+                    "dead",
+                    f"delivered {deliveries} times without an outcome (did it stop the worker?)",
+                    "undeliverable",
+                )
+            else:
+                with span_from(headers, "worker.command", subject=raw.subject):
+                    outcome = await self._attempt(raw.subject, raw.data, headers)
             if outcome.action == "retry" and deliveries >= MAX_DELIVER:
                 outcome = Outcome(
                     "dead", f"gave up after {deliveries} attempts: {outcome.reason}", outcome.code
