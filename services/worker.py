@@ -54,7 +54,8 @@ MAX_DELIVER = WORKER_MAX_DELIVER
 ACK_WAIT_S = WORKER_ACK_WAIT_S
 #: a transient failure is retried in place this long before the delivery is given back
 TRANSIENT_RETRY_S = 60.0
-#: the longest pause between two tries of a command that failed transiently
+#: the pauses between two tries of a command that failed transiently (doubling)
+RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 1.0
 #: each request to NATS made for a command (dead-letter publish) is bounded by this
 BUS_TIMEOUT_S = 5.0
@@ -254,7 +255,7 @@ class CommandProcessor:
         """The command's outcome; transient failures are retried in place for a while."""
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + TRANSIENT_RETRY_S
-        pause = 0.05
+        pause = RETRY_FIRST_S
         while True:
             try:
                 outcome = await self.handle(subject, body, headers)
@@ -270,10 +271,11 @@ class CommandProcessor:
                 transient = outcome.code == "concurrency-conflict"
             if outcome.action != "retry" or not transient or loop.time() >= give_up_at:
                 return outcome
-            log.warning(
-                "command failed transiently; retrying",
-                extra={"subject": subject, "reason": outcome.reason[:200], "pause_s": pause},
-            )
+            if pause == RETRY_FIRST_S:  # once per command, not once per try
+                log.warning(
+                    "command failed transiently; retrying",
+                    extra={"subject": subject, "reason": outcome.reason[:200]},
+                )
             await asyncio.sleep(pause)
             pause = min(pause * 2, RETRY_MAX_S)
 

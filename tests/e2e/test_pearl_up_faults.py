@@ -184,7 +184,7 @@ async def test_pearl_up_restarts_each_killed_process_and_server_and_commands_sti
             return accepted
 
         await commands_flow("start")
-        for name in ("worker", "projector", "relay", "nats", "postgres"):
+        for name in ("api", "worker", "projector", "relay", "nats", "postgres"):
             old = pearl_up.pid(name)
             assert old is not None and alive(old), name
             killed = time.monotonic()
@@ -210,7 +210,7 @@ async def test_pearl_up_restarts_each_killed_process_and_server_and_commands_sti
         # every finding exactly once, whatever died meanwhile
         r = await http.get(f"/v1/projects/{project}/findings", headers=admin)
         rules = sorted(i["rule_id"] for i in r.json()["items"])
-        tags = ["start", "worker", "projector", "relay", "nats", "postgres"]
+        tags = ["start", "api", "worker", "projector", "relay", "nats", "postgres"]
         assert rules == sorted([f"http-{t}" for t in tags] + [f"nats-{t}" for t in tags])
     out = pearl_up.output()
     for name in timings:
