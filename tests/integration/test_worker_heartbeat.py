@@ -13,6 +13,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 from contracts.subjects import Subjects
 from services import worker
 from services.worker import ACK, CommandProcessor, Outcome
+from tests.support.helpers import eventually
 from tests.support.infra import Servers, unique_name
 
 pytestmark = pytest.mark.integration
@@ -63,9 +64,12 @@ async def test_a_command_longer_than_the_ack_wait_is_not_redelivered_while_it_ru
 
         assert stolen == []
         assert processor.calls == 1
-        info = await js.consumer_info(stream, "w")
-        assert info.num_redelivered == 0
-        assert info.num_ack_pending == 0  # acked once done
+
+        async def acked() -> bool:  # an ack is fire-and-forget: the server sees it shortly
+            return (await js.consumer_info(stream, "w")).num_ack_pending == 0
+
+        await eventually(acked, timeout=5)
+        assert (await js.consumer_info(stream, "w")).num_redelivered == 0
     finally:
         await js.delete_stream(stream)
         await nc.close()
