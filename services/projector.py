@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -126,6 +127,12 @@ class Projector:
             except (psycopg.Error, OSError) as exc:
                 log.warning("projector cannot reach PostgreSQL", extra={"error": str(exc)})
                 await asyncio.sleep(1.0)
+                continue
+            except NatsError as exc:  # e.g. NATS restarted and the consumer is being recovered
+                log.warning("projector cannot fetch; subscribing again", extra={"error": repr(exc)})
+                await asyncio.sleep(0.5)
+                with contextlib.suppress(NatsError, TimeoutError):
+                    sub = await asyncio.wait_for(self.subscribe(), 5.0)
                 continue
             if not msgs:
                 continue
