@@ -7,19 +7,16 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from litestar import Controller, Response, get, post, put
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, PathParameter
 
 from contracts.agents import PauseAgent, RegisterAgent, ResumeAgent, SetAutonomy
 from contracts.tasks import ClaimTask, CompleteTask, CreateTasks, ReleaseTask, TaskHeartbeat
-from domain.authz import Action, Principal, authorize
+from domain.authz import Action, authorize
 from domain.pearl_app import command_idempotency
 from projections import task_queries as tq
-from services.api.context import ApiContext
+from services.api.params import Caller, Ctx, Cursor, IdemKey, Limit, MinPosition
 from services.api.routes import (
     DEPENDENCIES,
-    IdemKey,
-    Limit,
-    MinPosition,
     accepted,
     run,
     scope_of,
@@ -27,7 +24,7 @@ from services.api.routes import (
     visible_project,
 )
 
-AgentSlug = Annotated[str, Parameter(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+AgentSlug = Annotated[str, PathParameter(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 TaskStatusQ = Literal["open", "claimed", "completed", "verified"]
 PriorityQ = Literal["p1", "p2", "p3", "p4"]
 #: Findings considered per call when none are named (grouping needs more than one per packet).
@@ -46,10 +43,10 @@ class AgentController(Controller):
     )
     async def register(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        org: str,
-        data: RegisterAgent,
+        ctx: Ctx,
+        principal: Caller,
+        org: FromPath[str],
+        data: JSONBody[RegisterAgent],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "registerAgent", org, data)
@@ -57,7 +54,7 @@ class AgentController(Controller):
 
     @get("/{org:str}/agents", operation_id="listAgents")
     async def agents(
-        self, ctx: ApiContext, principal: Principal, org: str, min_position: MinPosition = None
+        self, ctx: Ctx, principal: Caller, org: FromPath[str], min_position: MinPosition = None
     ) -> dict[str, Any]:
         authorize(principal, Action.AGENT_READ, org)
         await ctx.wait_for(min_position)
@@ -66,9 +63,9 @@ class AgentController(Controller):
     @get("/{org:str}/agents/{slug:str}", operation_id="getAgent")
     async def agent(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        org: str,
+        ctx: Ctx,
+        principal: Caller,
+        org: FromPath[str],
         slug: AgentSlug,
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
@@ -80,11 +77,11 @@ class AgentController(Controller):
     @put("/{org:str}/agents/{slug:str}/autonomy", operation_id="setAgentAutonomy")
     async def autonomy(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        org: str,
+        ctx: Ctx,
+        principal: Caller,
+        org: FromPath[str],
         slug: AgentSlug,
-        data: SetAutonomy,
+        data: JSONBody[SetAutonomy],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "setAgentAutonomy", org, slug, data)
@@ -98,11 +95,11 @@ class AgentController(Controller):
     )
     async def pause(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        org: str,
+        ctx: Ctx,
+        principal: Caller,
+        org: FromPath[str],
         slug: AgentSlug,
-        data: PauseAgent,
+        data: JSONBody[PauseAgent],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         authorize(principal, Action.AGENT_MANAGE, org)
@@ -115,11 +112,11 @@ class AgentController(Controller):
     @post("/{org:str}/agents/{slug:str}/resume", operation_id="resumeAgent", status_code=200)
     async def resume(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        org: str,
+        ctx: Ctx,
+        principal: Caller,
+        org: FromPath[str],
         slug: AgentSlug,
-        data: ResumeAgent,
+        data: JSONBody[ResumeAgent],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "resumeAgent", org, slug, data)
@@ -134,9 +131,9 @@ class AgentController(Controller):
     )
     async def issue_key(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        org: str,
+        ctx: Ctx,
+        principal: Caller,
+        org: FromPath[str],
         slug: AgentSlug,
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
@@ -156,10 +153,10 @@ class TaskController(Controller):
     )
     async def create(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
-        data: CreateTasks,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
+        data: JSONBody[CreateTasks],
         idempotency_key: IdemKey = None,
         min_position: MinPosition = None,
     ) -> Response[dict[str, Any]]:
@@ -177,13 +174,13 @@ class TaskController(Controller):
     @get("/{project_id:uuid}/tasks", operation_id="listTasks")
     async def tasks(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
-        status: TaskStatusQ | None = None,
-        holder: str | None = None,
-        priority: PriorityQ | None = None,
-        cursor: int | None = None,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
+        status: FromQuery[TaskStatusQ | None] = None,
+        holder: FromQuery[str | None] = None,
+        priority: FromQuery[PriorityQ | None] = None,
+        cursor: Cursor = None,
         limit: Limit = 100,
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
@@ -204,10 +201,10 @@ class TaskController(Controller):
     @get("/{project_id:uuid}/tasks/{task_id:uuid}", operation_id="getTask")
     async def task(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
-        task_id: UUID,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
+        task_id: FromPath[UUID],
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
         await ctx.wait_for(min_position)
@@ -221,11 +218,11 @@ class TaskController(Controller):
     )
     async def claim(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
-        task_id: UUID,
-        data: ClaimTask | None = None,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
+        task_id: FromPath[UUID],
+        data: JSONBody[ClaimTask | None] = None,
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         cmd = data or ClaimTask()
@@ -240,11 +237,11 @@ class TaskController(Controller):
     )
     async def heartbeat(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
-        task_id: UUID,
-        data: TaskHeartbeat | None = None,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
+        task_id: FromPath[UUID],
+        data: JSONBody[TaskHeartbeat | None] = None,
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         cmd = data or TaskHeartbeat()
@@ -260,11 +257,11 @@ class TaskController(Controller):
     )
     async def complete(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
-        task_id: UUID,
-        data: CompleteTask,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
+        task_id: FromPath[UUID],
+        data: JSONBody[CompleteTask],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "completeTask", task_id, data)
@@ -281,11 +278,11 @@ class TaskController(Controller):
     )
     async def release(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
-        task_id: UUID,
-        data: ReleaseTask,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
+        task_id: FromPath[UUID],
+        data: JSONBody[ReleaseTask],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "releaseTask", task_id, data)

@@ -9,7 +9,7 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Response, get, post, put
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, PathParameter, QueryParameter
 
 from contracts.governance import (
     ClosePromotion,
@@ -32,11 +32,9 @@ from domain.pearl_app import command_idempotency
 from domain.policy_doc import diff_policies
 from projections import governance_queries as gq
 from services.api.context import ApiContext
+from services.api.params import Caller, Ctx, Cursor, IdemKey, Limit, MinPosition
 from services.api.routes import (
     DEPENDENCIES,
-    IdemKey,
-    Limit,
-    MinPosition,
     accepted,
     as_of_position,
     event_history,
@@ -47,7 +45,7 @@ from services.api.routes import (
 )
 from services.gate import with_gate
 
-EnvName = Annotated[str, Parameter(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
+EnvName = Annotated[str, PathParameter(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
 PromotionStatusQ = Literal[
     "pending", "passed", "failed", "awaiting_approval", "promoted", "rejected"
 ]
@@ -55,13 +53,14 @@ ApprovalStatusQ = Literal["pending", "approved", "rejected", "expired", "voided"
 ExceptionStatusQ = Literal["requested", "active", "rejected", "revoked", "expired"]
 AsOf = Annotated[
     str | None,
-    Parameter(
-        query="as_of",
+    QueryParameter(
         required=False,
         description="Time travel: an event position or ISO 8601 time; the state is recomputed "
         "from the event store",
     ),
 ]
+DiffFrom = Annotated[int, QueryParameter(name="from", ge=0)]
+DiffTo = Annotated[int, QueryParameter(name="to", ge=1)]
 
 
 def policy_versions(policy: GatePolicy) -> list[dict[str, Any]]:
@@ -90,11 +89,11 @@ class OrgPolicyController(Controller):
     )
     async def set_baseline(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        org: str,
+        ctx: Ctx,
+        principal: Caller,
+        org: FromPath[str],
         environment: EnvName,
-        data: SetPolicy,
+        data: JSONBody[SetPolicy],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "setPolicy", org, environment, data)
@@ -103,7 +102,7 @@ class OrgPolicyController(Controller):
 
     @get("/{org:str}/policies/{environment:str}/versions", operation_id="listBaselineVersions")
     async def baseline_versions(
-        self, ctx: ApiContext, principal: Principal, org: str, environment: EnvName
+        self, ctx: Ctx, principal: Caller, org: FromPath[str], environment: EnvName
     ) -> dict[str, Any]:
         policy = await asyncio.to_thread(ctx.pearl.get_policy, principal, org, None, environment)
         return {"items": policy_versions(policy)}
@@ -113,7 +112,12 @@ class OrgPolicyController(Controller):
         operation_id="getBaselineVersion",
     )
     async def baseline_version(
-        self, ctx: ApiContext, principal: Principal, org: str, environment: EnvName, version: int
+        self,
+        ctx: Ctx,
+        principal: Caller,
+        org: FromPath[str],
+        environment: EnvName,
+        version: FromPath[int],
     ) -> dict[str, Any]:
         policy = await asyncio.to_thread(ctx.pearl.get_policy, principal, org, None, environment)
         return policy.at_version(version)
@@ -121,12 +125,12 @@ class OrgPolicyController(Controller):
     @get("/{org:str}/policies/{environment:str}/diff", operation_id="diffBaselineVersions")
     async def baseline_diff(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        org: str,
+        ctx: Ctx,
+        principal: Caller,
+        org: FromPath[str],
         environment: EnvName,
-        from_version: Annotated[int, Parameter(query="from", ge=0)],
-        to_version: Annotated[int, Parameter(query="to", ge=1)],
+        from_version: DiffFrom,
+        to_version: DiffTo,
     ) -> dict[str, Any]:
         policy = await asyncio.to_thread(ctx.pearl.get_policy, principal, org, None, environment)
         return _diff(policy, from_version, to_version)
@@ -140,10 +144,10 @@ class ProjectGovernanceController(Controller):
     @put("/{project_id:uuid}/profile", operation_id="setProjectProfile", status_code=200)
     async def set_profile(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
-        data: SetProfile,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
+        data: JSONBody[SetProfile],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "setProfile", project_id, data)
@@ -158,11 +162,11 @@ class ProjectGovernanceController(Controller):
     )
     async def set_policy(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
         environment: EnvName,
-        data: SetPolicy,
+        data: JSONBody[SetPolicy],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         project = await asyncio.to_thread(ctx.pearl.get_project, principal, project_id)
@@ -178,7 +182,7 @@ class ProjectGovernanceController(Controller):
         summary="The rules in force for an environment: baseline and project, merged",
     )
     async def effective(
-        self, ctx: ApiContext, principal: Principal, project_id: UUID, environment: EnvName
+        self, ctx: Ctx, principal: Caller, project_id: FromPath[UUID], environment: EnvName
     ) -> dict[str, Any]:
         policy = await asyncio.to_thread(
             ctx.pearl.policy_in_force, principal, project_id, environment
@@ -195,7 +199,7 @@ class ProjectGovernanceController(Controller):
         operation_id="listProjectPolicyVersions",
     )
     async def versions(
-        self, ctx: ApiContext, principal: Principal, project_id: UUID, environment: EnvName
+        self, ctx: Ctx, principal: Caller, project_id: FromPath[UUID], environment: EnvName
     ) -> dict[str, Any]:
         policy = await self._policy(ctx, principal, project_id, environment)
         return {"items": policy_versions(policy)}
@@ -206,11 +210,11 @@ class ProjectGovernanceController(Controller):
     )
     async def version(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
         environment: EnvName,
-        version: int,
+        version: FromPath[int],
     ) -> dict[str, Any]:
         policy = await self._policy(ctx, principal, project_id, environment)
         return policy.at_version(version)
@@ -221,12 +225,12 @@ class ProjectGovernanceController(Controller):
     )
     async def diff(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
         environment: EnvName,
-        from_version: Annotated[int, Parameter(query="from", ge=0)],
-        to_version: Annotated[int, Parameter(query="to", ge=1)],
+        from_version: DiffFrom,
+        to_version: DiffTo,
     ) -> dict[str, Any]:
         policy = await self._policy(ctx, principal, project_id, environment)
         return _diff(policy, from_version, to_version)
@@ -242,10 +246,10 @@ class ProjectGovernanceController(Controller):
     @post("/{project_id:uuid}/versions", operation_id="registerVersion")
     async def register_version(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
-        data: RegisterVersion,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
+        data: JSONBody[RegisterVersion],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "registerVersion", project_id, data)
@@ -254,9 +258,9 @@ class ProjectGovernanceController(Controller):
     @get("/{project_id:uuid}/versions", operation_id="listVersions")
     async def list_versions(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
         await ctx.wait_for(min_position)
@@ -266,10 +270,10 @@ class ProjectGovernanceController(Controller):
     @post("/{project_id:uuid}/test-results", operation_id="submitTestResults")
     async def submit_tests(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
-        data: SubmitTestResults,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
+        data: JSONBody[SubmitTestResults],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "submitTestResults", project_id, data)
@@ -279,10 +283,10 @@ class ProjectGovernanceController(Controller):
     @get("/{project_id:uuid}/test-results", operation_id="listTestResults")
     async def list_tests(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
-        commit: str | None = None,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
+        commit: FromQuery[str | None] = None,
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
         await ctx.wait_for(min_position)
@@ -298,10 +302,10 @@ class ProjectGovernanceController(Controller):
     )
     async def request_promotion(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
-        data: RequestPromotion,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
+        data: JSONBody[RequestPromotion],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "requestPromotion", project_id, data)
@@ -310,12 +314,12 @@ class ProjectGovernanceController(Controller):
     @get("/{project_id:uuid}/promotions", operation_id="listPromotions")
     async def list_promotions(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
-        status: PromotionStatusQ | None = None,
-        environment: str | None = None,
-        cursor: int | None = None,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
+        status: FromQuery[PromotionStatusQ | None] = None,
+        environment: FromQuery[str | None] = None,
+        cursor: Cursor = None,
         limit: Limit = 100,
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
@@ -339,9 +343,9 @@ class ProjectGovernanceController(Controller):
     )
     async def environments(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
         await ctx.wait_for(min_position)
@@ -360,11 +364,11 @@ class ProjectGovernanceController(Controller):
     )
     async def releases(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
-        environment: str | None = None,
-        cursor: int | None = None,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
+        environment: FromQuery[str | None] = None,
+        cursor: Cursor = None,
         limit: Limit = 100,
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
@@ -388,11 +392,11 @@ class ProjectGovernanceController(Controller):
     )
     async def rollback(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
         environment: EnvName,
-        data: Rollback,
+        data: JSONBody[Rollback],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "rollback", project_id, environment, data)
@@ -404,10 +408,10 @@ class ProjectGovernanceController(Controller):
     @get("/{project_id:uuid}/approvals", operation_id="listApprovals")
     async def approvals(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
-        status: ApprovalStatusQ | None = None,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
+        status: FromQuery[ApprovalStatusQ | None] = None,
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
         await ctx.wait_for(min_position)
@@ -418,10 +422,10 @@ class ProjectGovernanceController(Controller):
     @post("/{project_id:uuid}/exceptions", operation_id="requestException")
     async def request_exception(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
-        data: RequestException,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
+        data: JSONBody[RequestException],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "requestException", project_id, data)
@@ -431,11 +435,11 @@ class ProjectGovernanceController(Controller):
     @get("/{project_id:uuid}/exceptions", operation_id="listExceptions")
     async def exceptions(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
-        status: ExceptionStatusQ | None = None,
-        cursor: int | None = None,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
+        status: FromQuery[ExceptionStatusQ | None] = None,
+        cursor: Cursor = None,
         limit: Limit = 100,
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
@@ -459,9 +463,9 @@ class PromotionController(Controller):
     )
     async def get_promotion(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        promotion_id: UUID,
+        ctx: Ctx,
+        principal: Caller,
+        promotion_id: FromPath[UUID],
         as_of: AsOf = None,
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
@@ -488,10 +492,10 @@ class PromotionController(Controller):
     )
     async def explain(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        promotion_id: UUID,
-        decision: UUID | None = None,
+        ctx: Ctx,
+        principal: Caller,
+        promotion_id: FromPath[UUID],
+        decision: FromQuery[UUID | None] = None,
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
         return await ctx.gate.explanation(principal, promotion_id, decision)
@@ -504,9 +508,9 @@ class PromotionController(Controller):
     )
     async def evaluate(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        promotion_id: UUID,
+        ctx: Ctx,
+        principal: Caller,
+        promotion_id: FromPath[UUID],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "evaluatePromotion", promotion_id)
@@ -515,9 +519,9 @@ class PromotionController(Controller):
     @post("/{promotion_id:uuid}/promote", operation_id="promote", status_code=200)
     async def promote(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        promotion_id: UUID,
+        ctx: Ctx,
+        principal: Caller,
+        promotion_id: FromPath[UUID],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "promote", promotion_id)
@@ -526,10 +530,10 @@ class PromotionController(Controller):
     @post("/{promotion_id:uuid}/reject", operation_id="rejectPromotion", status_code=200)
     async def reject(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        promotion_id: UUID,
-        data: ClosePromotion,
+        ctx: Ctx,
+        principal: Caller,
+        promotion_id: FromPath[UUID],
+        data: JSONBody[ClosePromotion],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "rejectPromotion", promotion_id, data)
@@ -543,9 +547,9 @@ class PromotionController(Controller):
     )
     async def request_approval(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        promotion_id: UUID,
+        ctx: Ctx,
+        principal: Caller,
+        promotion_id: FromPath[UUID],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "requestApproval", promotion_id)
@@ -557,7 +561,7 @@ class PromotionController(Controller):
         summary="Re-run a recorded gate decision from the event store as of its position",
     )
     async def replay(
-        self, ctx: ApiContext, principal: Principal, promotion_id: UUID, decision_id: UUID
+        self, ctx: Ctx, principal: Caller, promotion_id: FromPath[UUID], decision_id: FromPath[UUID]
     ) -> dict[str, Any]:
         promotion = await asyncio.to_thread(ctx.pearl.get_promotion, principal, promotion_id)
         authorize(principal, Action.AUDIT_READ, promotion.org, resource=f"promotion {promotion_id}")
@@ -624,9 +628,9 @@ class ApprovalController(Controller):
     @get("/{request_id:uuid}", operation_id="getApproval")
     async def get_approval(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        request_id: UUID,
+        ctx: Ctx,
+        principal: Caller,
+        request_id: FromPath[UUID],
         as_of: AsOf = None,
     ) -> dict[str, Any]:
         request = await asyncio.to_thread(ctx.pearl.get_approval, principal, request_id)
@@ -648,10 +652,10 @@ class ApprovalController(Controller):
     )
     async def decide(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        request_id: UUID,
-        data: DecideApproval,
+        ctx: Ctx,
+        principal: Caller,
+        request_id: FromPath[UUID],
+        data: JSONBody[DecideApproval],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         _same_id(request_id, data.request_id, "request_id")
@@ -664,10 +668,10 @@ class ApprovalController(Controller):
     @post("/{request_id:uuid}/comments", operation_id="commentApproval")
     async def comment(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        request_id: UUID,
-        data: CommentApproval,
+        ctx: Ctx,
+        principal: Caller,
+        request_id: FromPath[UUID],
+        data: JSONBody[CommentApproval],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         _same_id(request_id, data.request_id, "request_id")
@@ -683,9 +687,9 @@ class ExceptionController(Controller):
     @get("/{exception_id:uuid}", operation_id="getException")
     async def get_exception(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        exception_id: UUID,
+        ctx: Ctx,
+        principal: Caller,
+        exception_id: FromPath[UUID],
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
         await ctx.wait_for(min_position)
@@ -705,10 +709,10 @@ class ExceptionController(Controller):
     )
     async def decide(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        exception_id: UUID,
-        data: DecideException,
+        ctx: Ctx,
+        principal: Caller,
+        exception_id: FromPath[UUID],
+        data: JSONBody[DecideException],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         _same_id(exception_id, data.exception_id, "exception_id")
@@ -719,10 +723,10 @@ class ExceptionController(Controller):
     @post("/{exception_id:uuid}/revoke", operation_id="revokeException", status_code=200)
     async def revoke(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        exception_id: UUID,
-        data: RevokeException,
+        ctx: Ctx,
+        principal: Caller,
+        exception_id: FromPath[UUID],
+        data: JSONBody[RevokeException],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "revokeException", exception_id, data)
@@ -738,7 +742,7 @@ class ExceptionController(Controller):
     summary="A recorded gate decision: per-rule results, policy versions, inputs digest",
 )
 async def get_decision(
-    ctx: ApiContext, principal: Principal, decision_id: UUID, min_position: MinPosition = None
+    ctx: Ctx, principal: Caller, decision_id: FromPath[UUID], min_position: MinPosition = None
 ) -> dict[str, Any]:
     await ctx.wait_for(min_position)
     row = visible(

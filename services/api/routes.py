@@ -11,7 +11,7 @@ from uuid import UUID
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from contracts.commands import (
     CreateOrg,
@@ -27,33 +27,14 @@ from domain.pearl_app import CommandResult, command_idempotency
 from domain.wire import to_envelope
 from projections import queries
 from services.api.context import ApiContext
+from services.api.params import Caller, Ctx, Cursor, IdemKey, Limit, MinPosition
 from services.reports import ScanUpload, submit_upload
 
-IdemKey = Annotated[
-    str | None,
-    Parameter(
-        header="Idempotency-Key",
-        required=False,
-        max_length=200,
-        description="Same key and body → the first answer again; other body → 422",
-    ),
-]
-MinPosition = Annotated[
-    int | None,
-    Parameter(
-        query="min_position",
-        required=False,
-        ge=0,
-        description="Wait (bounded) until the read models reached this event position",
-    ),
-]
-Limit = Annotated[int, Parameter(query="limit", ge=1, le=1000)]
 #: The largest store position (PostgreSQL bigint).
 MAX_POSITION = 2**63 - 1
 CommitQ = Annotated[
     str | None,
-    Parameter(
-        query="commit",
+    QueryParameter(
         required=False,
         pattern=r"^[0-9a-f]{7,64}$",
         description="The git commit the report scanned (gates require scans of a commit)",
@@ -68,7 +49,7 @@ async def provide_ctx(state: State) -> ApiContext:
     return ctx
 
 
-async def provide_principal(request: Request[Any, Any, Any], ctx: ApiContext) -> Principal:
+async def provide_principal(request: Request[Any, Any, Any], ctx: Ctx) -> Principal:
     return await ctx.authenticate(request)
 
 
@@ -172,9 +153,9 @@ class OrgController(Controller):
     @post("/", operation_id="createOrg", summary="Create an org (platform administrators)")
     async def create_org(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        data: CreateOrg,
+        ctx: Ctx,
+        principal: Caller,
+        data: JSONBody[CreateOrg],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "createOrg", data)
@@ -182,7 +163,7 @@ class OrgController(Controller):
 
     @get("/{org:str}", operation_id="getOrg")
     async def get_org(
-        self, ctx: ApiContext, principal: Principal, org: str, min_position: MinPosition = None
+        self, ctx: Ctx, principal: Caller, org: FromPath[str], min_position: MinPosition = None
     ) -> dict[str, Any]:
         authorize(principal, Action.ORG_READ, org)
         await ctx.wait_for(min_position)
@@ -194,10 +175,10 @@ class OrgController(Controller):
     @post("/{org:str}/projects", operation_id="createProject")
     async def create_project(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        org: str,
-        data: CreateProject,
+        ctx: Ctx,
+        principal: Caller,
+        org: FromPath[str],
+        data: JSONBody[CreateProject],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "createProject", org, data)
@@ -205,7 +186,7 @@ class OrgController(Controller):
 
     @get("/{org:str}/projects", operation_id="listProjects")
     async def list_projects(
-        self, ctx: ApiContext, principal: Principal, org: str, min_position: MinPosition = None
+        self, ctx: Ctx, principal: Caller, org: FromPath[str], min_position: MinPosition = None
     ) -> dict[str, Any]:
         authorize(principal, Action.PROJECT_READ, org)
         await ctx.wait_for(min_position)
@@ -218,10 +199,10 @@ class OrgController(Controller):
     )
     async def issue_key(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        org: str,
-        data: IssueApiKey,
+        ctx: Ctx,
+        principal: Caller,
+        org: FromPath[str],
+        data: JSONBody[IssueApiKey],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "issueApiKey", org, data)
@@ -233,7 +214,7 @@ class OrgController(Controller):
         summary="The org's API keys: names, roles, expiry, revocation, last use (no secrets)",
     )
     async def list_keys(
-        self, ctx: ApiContext, principal: Principal, org: str, min_position: MinPosition = None
+        self, ctx: Ctx, principal: Caller, org: FromPath[str], min_position: MinPosition = None
     ) -> dict[str, Any]:
         authorize(principal, Action.APIKEY_ISSUE, org)
         await ctx.wait_for(min_position)
@@ -242,11 +223,11 @@ class OrgController(Controller):
     @delete("/{org:str}/keys/{key_id:str}", operation_id="revokeApiKey", status_code=200)
     async def revoke_key(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        org: str,
-        key_id: str,
-        reason: str = "revoked",
+        ctx: Ctx,
+        principal: Caller,
+        org: FromPath[str],
+        key_id: FromPath[str],
+        reason: FromQuery[str] = "revoked",
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "revokeApiKey", org, key_id, reason)
@@ -262,9 +243,9 @@ class ProjectController(Controller):
     @get("/{project_id:uuid}", operation_id="getProject")
     async def get_project(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
         await ctx.wait_for(min_position)
@@ -273,10 +254,10 @@ class ProjectController(Controller):
     @post("/{project_id:uuid}/findings", operation_id="recordFinding")
     async def record_finding(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
-        data: RecordFinding,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
+        data: JSONBody[RecordFinding],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "recordFinding", project_id, data)
@@ -285,16 +266,16 @@ class ProjectController(Controller):
     @get("/{project_id:uuid}/findings", operation_id="listFindings")
     async def list_findings(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
-        status: StatusQ | None = None,
-        severity: SeverityQ | None = None,
-        tool: str | None = None,
-        path_prefix: str | None = None,
-        cwe: str | None = None,
-        overdue: bool = False,
-        cursor: UUID | None = None,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
+        status: FromQuery[StatusQ | None] = None,
+        severity: FromQuery[SeverityQ | None] = None,
+        tool: FromQuery[str | None] = None,
+        path_prefix: FromQuery[str | None] = None,
+        cwe: FromQuery[str | None] = None,
+        overdue: FromQuery[bool] = False,
+        cursor: FromQuery[UUID | None] = None,
         limit: Limit = 100,
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
@@ -323,7 +304,7 @@ class ProjectController(Controller):
         "is recomputed from the event store, not read from the read models.",
     )
     async def state_as_of(
-        self, ctx: ApiContext, principal: Principal, project_id: UUID, as_of: str
+        self, ctx: Ctx, principal: Caller, project_id: FromPath[UUID], as_of: FromQuery[str]
     ) -> dict[str, Any]:
         project = await visible_project(ctx, principal, project_id, Action.FINDING_READ)
         position = await as_of_position(ctx, project["org"], as_of)
@@ -362,14 +343,14 @@ class ProjectController(Controller):
     )
     async def submit_scan(
         self,
-        ctx: ApiContext,
-        principal: Principal,
+        ctx: Ctx,
+        principal: Caller,
         request: Request[Any, Any, Any],
-        project_id: UUID,
-        tool: str | None = None,
-        target: str = "default",
-        branch: str = "main",
-        full: bool = True,
+        project_id: FromPath[UUID],
+        tool: FromQuery[str | None] = None,
+        target: FromQuery[str] = "default",
+        branch: FromQuery[str] = "main",
+        full: FromQuery[bool] = True,
         commit: CommitQ = None,
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
@@ -387,10 +368,10 @@ class ProjectController(Controller):
     @get("/{project_id:uuid}/scans", operation_id="listScans")
     async def list_scans(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
-        cursor: int | None = None,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
+        cursor: Cursor = None,
         limit: Limit = 100,
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
@@ -414,9 +395,9 @@ class FindingController(Controller):
     )
     async def get_finding(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        finding_id: UUID,
+        ctx: Ctx,
+        principal: Caller,
+        finding_id: FromPath[UUID],
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
         await ctx.wait_for(min_position)
@@ -431,10 +412,10 @@ class FindingController(Controller):
     @post("/{finding_id:uuid}/triage", operation_id="triageFinding", status_code=200)
     async def triage(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        finding_id: UUID,
-        data: TriageFinding,
+        ctx: Ctx,
+        principal: Caller,
+        finding_id: FromPath[UUID],
+        data: JSONBody[TriageFinding],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "triageFinding", finding_id, data)
@@ -451,7 +432,7 @@ class ScanController(Controller):
 
     @get("/{scan_id:uuid}", operation_id="getScan")
     async def get_scan(
-        self, ctx: ApiContext, principal: Principal, scan_id: UUID, min_position: MinPosition = None
+        self, ctx: Ctx, principal: Caller, scan_id: FromPath[UUID], min_position: MinPosition = None
     ) -> dict[str, Any]:
         await ctx.wait_for(min_position)
         row = visible(
@@ -475,16 +456,16 @@ class AuditController(Controller):
     )
     async def list_audit(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        org: str | None = None,
-        project: UUID | None = None,
-        aggregate_id: UUID | None = None,
-        actor: str | None = None,
-        type: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        cursor: int | None = None,
+        ctx: Ctx,
+        principal: Caller,
+        org: FromQuery[str | None] = None,
+        project: FromQuery[UUID | None] = None,
+        aggregate_id: FromQuery[UUID | None] = None,
+        actor: FromQuery[str | None] = None,
+        type: FromQuery[str | None] = None,
+        since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None,
+        cursor: Cursor = None,
         limit: Limit = 100,
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
@@ -510,7 +491,7 @@ class AuditController(Controller):
 
 
 @get("/v1/whoami", operation_id="whoami", dependencies=DEPENDENCIES, tags=["auth"])
-async def whoami(principal: Principal) -> dict[str, Any]:
+async def whoami(principal: Caller) -> dict[str, Any]:
     return {
         "id": principal.id,
         "org": principal.org,

@@ -7,19 +7,16 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from litestar import Controller, Response, delete, get, post, put
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from contracts.targets import RegisterScanTarget, RequestScanJob, UpdateScanTarget
-from domain.authz import Action, Principal
+from domain.authz import Action
 from domain.errors import InvalidInput
 from domain.pearl_app import command_idempotency
 from projections import target_queries
-from services.api.context import ApiContext
+from services.api.params import Caller, Ctx, Cursor, IdemKey, Limit, MinPosition
 from services.api.routes import (
     DEPENDENCIES,
-    IdemKey,
-    Limit,
-    MinPosition,
     accepted,
     event_history,
     run,
@@ -30,7 +27,7 @@ from services.api.routes import (
 from services.scanners_local import installed
 
 JobStatusQ = Literal["queued", "running", "retry_wait", "succeeded", "failed", "cancelled"]
-Reason = Annotated[str, Parameter(query="reason", min_length=1, max_length=500)]
+Reason = Annotated[str, QueryParameter(min_length=1, max_length=500)]
 
 
 def _same_id(body_id: str | None, path_id: UUID, what: str) -> None:
@@ -45,7 +42,7 @@ def _same_id(body_id: str | None, path_id: UUID, what: str) -> None:
     tags=["scans"],
     summary="The scanners installed on this host, with their versions and target kinds",
 )
-async def list_scanners(principal: Principal) -> dict[str, Any]:
+async def list_scanners(principal: Caller) -> dict[str, Any]:
     found = await asyncio.to_thread(installed)
     return {"items": [info.public() for info in found.values()]}
 
@@ -62,10 +59,10 @@ class ProjectTargetController(Controller):
     )
     async def register_target(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
-        data: RegisterScanTarget,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
+        data: JSONBody[RegisterScanTarget],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         _same_id(data.project_id, project_id, "project_id")
@@ -76,10 +73,10 @@ class ProjectTargetController(Controller):
     @get("/{project_id:uuid}/targets", operation_id="listScanTargets")
     async def list_targets(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
-        include_removed: bool = False,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
+        include_removed: FromQuery[bool] = False,
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
         await ctx.wait_for(min_position)
@@ -92,12 +89,12 @@ class ProjectTargetController(Controller):
     @get("/{project_id:uuid}/jobs", operation_id="listScanJobs")
     async def list_jobs(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
-        status: JobStatusQ | None = None,
-        target_id: UUID | None = None,
-        cursor: int | None = None,
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
+        status: FromQuery[JobStatusQ | None] = None,
+        target_id: FromQuery[UUID | None] = None,
+        cursor: Cursor = None,
         limit: Limit = 100,
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
@@ -123,9 +120,9 @@ class TargetController(Controller):
     @get("/{target_id:uuid}", operation_id="getScanTarget")
     async def get_target(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        target_id: UUID,
+        ctx: Ctx,
+        principal: Caller,
+        target_id: FromPath[UUID],
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
         await ctx.wait_for(min_position)
@@ -144,10 +141,10 @@ class TargetController(Controller):
     )
     async def update_target(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        target_id: UUID,
-        data: UpdateScanTarget,
+        ctx: Ctx,
+        principal: Caller,
+        target_id: FromPath[UUID],
+        data: JSONBody[UpdateScanTarget],
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         idem = command_idempotency(idempotency_key, "updateScanTarget", target_id, data)
@@ -162,9 +159,9 @@ class TargetController(Controller):
     )
     async def remove_target(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        target_id: UUID,
+        ctx: Ctx,
+        principal: Caller,
+        target_id: FromPath[UUID],
         reason: Reason = "removed",
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
@@ -180,10 +177,10 @@ class TargetController(Controller):
     )
     async def request_job(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        target_id: UUID,
-        data: RequestScanJob | None = None,
+        ctx: Ctx,
+        principal: Caller,
+        target_id: FromPath[UUID],
+        data: JSONBody[RequestScanJob | None] = None,
         idempotency_key: IdemKey = None,
     ) -> Response[dict[str, Any]]:
         body = data or RequestScanJob()
@@ -206,9 +203,9 @@ class JobController(Controller):
     )
     async def get_job(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        job_id: UUID,
+        ctx: Ctx,
+        principal: Caller,
+        job_id: FromPath[UUID],
         min_position: MinPosition = None,
     ) -> dict[str, Any]:
         await ctx.wait_for(min_position)

@@ -6,20 +6,20 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from litestar import Controller, MediaType, Response, get
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 
-from domain.authz import Action, Principal
+from domain.authz import Action
 from domain.vex import cyclonedx_vex, encode, openvex_document
 from projections import queries
 from projections.queries import Pool
-from services.api.context import ApiContext
-from services.api.routes import DEPENDENCIES, MinPosition, visible_project
+from services.api.params import Caller, Ctx, MinPosition
+from services.api.routes import DEPENDENCIES, visible_project
 
 PAGE_SIZE = 1000
 VexFormat = Literal["openvex", "cyclonedx"]
 Author = Annotated[
     str | None,
-    Parameter(
+    QueryParameter(
         required=False,
         min_length=1,
         max_length=200,
@@ -57,10 +57,10 @@ class VexController(Controller):
     )
     async def export_vex(
         self,
-        ctx: ApiContext,
-        principal: Principal,
-        project_id: UUID,
-        format: VexFormat = "openvex",
+        ctx: Ctx,
+        principal: Caller,
+        project_id: FromPath[UUID],
+        format: FromQuery[VexFormat] = "openvex",
         author: Author = None,
         min_position: MinPosition = None,
     ) -> Response[bytes]:
