@@ -18,8 +18,9 @@ log = logging.getLogger(__name__)
 DUPLICATE_WINDOW_S = 24 * 3600.0
 
 
-def stream_configs(subjects: Subjects) -> list[StreamConfig]:
-    """Events (the outbox's destination), commands (work queue) and the dead-letter stream."""
+def stream_configs(subjects: Subjects, replicas: int = 1) -> list[StreamConfig]:
+    """Events (the outbox's destination), commands (work queue) and the dead-letter stream,
+    each with `replicas` copies (3 on a JetStream cluster)."""
     return [
         StreamConfig(
             name=subjects.events_stream,
@@ -28,6 +29,7 @@ def stream_configs(subjects: Subjects) -> list[StreamConfig]:
             storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW_S,
             discard=DiscardPolicy.OLD,
+            num_replicas=replicas,
         ),
         StreamConfig(
             name=subjects.commands_stream,
@@ -35,6 +37,7 @@ def stream_configs(subjects: Subjects) -> list[StreamConfig]:
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
             duplicate_window=600.0,
+            num_replicas=replicas,
         ),
         StreamConfig(
             name=subjects.dlq_stream,
@@ -42,19 +45,29 @@ def stream_configs(subjects: Subjects) -> list[StreamConfig]:
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=30 * 24 * 3600.0,
+            num_replicas=replicas,
         ),
     ]
 
 
+def servers_of(url: str) -> list[str]:
+    """`NATS_URL` may name several servers of a cluster, comma-separated."""
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
 async def connect(url: str, name: str) -> Client:
     return await nats.connect(
-        url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5
+        servers_of(url),
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
     )
 
 
-async def ensure_streams(js: JetStreamContext, subjects: Subjects) -> None:
+async def ensure_streams(js: JetStreamContext, subjects: Subjects, replicas: int = 1) -> None:
     """Create or update PeaRL's streams; safe to run from every process at start."""
-    for config in stream_configs(subjects):
+    for config in stream_configs(subjects, replicas):
         try:
             await js.stream_info(config.name or "")
             await js.update_stream(config)

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 import psycopg
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -86,10 +87,18 @@ class Projector:
                 log.warning("projector cannot reach PostgreSQL", extra={"error": str(exc)})
                 await asyncio.sleep(1.0)
                 continue
+            except NatsError as exc:  # e.g. no stream leader during a cluster election
+                log.warning("projector cannot fetch from JetStream", extra={"error": repr(exc)})
+                await asyncio.sleep(0.5)
+                continue
             if not msgs:
                 continue
             try:
                 await self.handle(conn, msgs)
+            except NatsError as exc:
+                # the batch and its checkpoint are committed (or rolled back): unacked messages
+                # come again after ack_wait and are skipped as duplicates, or applied then
+                log.warning("projector could not ack a batch", extra={"error": repr(exc)})
             except (psycopg.Error, OSError) as exc:
                 log.warning(
                     "projection batch failed; will be redelivered", extra={"error": str(exc)}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,12 +32,14 @@ from domain.base import current_channel
 from domain.errors import ConcurrencyConflict, CrossOrg, Forbidden, PearlError, Unauthenticated
 from domain.idempotency import request_digest
 from domain.pearl_app import Idempotency, PearlApp
+from services.bus import servers_of
 from services.commands import ROUTES, Route, decode_body
 from services.reports import ReportStore
 from services.telemetry import span_from
 
 log = logging.getLogger(__name__)
 MAX_DELIVER = 10
+CONFLICT_RETRIES = 8
 _decoder = msgspec.json.Decoder(CommandEnvelope)
 
 
@@ -117,9 +121,7 @@ class CommandProcessor:
         """Call the Application (blocking); map domain errors to DLQ or retry."""
         channel = current_channel.set("nats")
         try:
-            result = decoded.route.handle(
-                self.app, decoded.principal, decoded.org, decoded.cmd, decoded.idem, attachment
-            )
+            result = self._handle(decoded, attachment)
         except ConcurrencyConflict as exc:
             return Outcome("retry", exc.detail, exc.code)
         except (Forbidden, CrossOrg) as exc:
@@ -139,6 +141,22 @@ class CommandProcessor:
             },
         )
         return ACK
+
+    def _handle(self, decoded: Decoded, attachment: Any) -> Any:
+        """The Application call; a concurrency conflict (another change to the same aggregate
+        was saved first) is retried at once with the aggregate reloaded, as an HTTP client
+        retries a 409, so commands racing for one aggregate are not dead-lettered after
+        `MAX_DELIVER` redeliveries."""
+        for attempt in range(CONFLICT_RETRIES):
+            try:
+                return decoded.route.handle(
+                    self.app, decoded.principal, decoded.org, decoded.cmd, decoded.idem, attachment
+                )
+            except ConcurrencyConflict:
+                if attempt == CONFLICT_RETRIES - 1:
+                    raise
+                time.sleep(random.uniform(0.0, 0.02 * (attempt + 1)))  # noqa: S311 - jitter
+        raise AssertionError("unreachable")
 
     def _deny(self, org: str, actor: str, subject: str, exc: PearlError) -> None:
         """A refused bus command is an audit event of the caller's org, like a refused request."""
@@ -232,7 +250,9 @@ def create_worker(
     authenticate: Callable[[str], Principal] | None = None,
 ) -> tuple[FastStream, NatsBroker]:
     """Build (not start) the FastStream app and broker of the command worker."""
-    broker = NatsBroker(nats_url, max_reconnect_attempts=-1, logger=log, log_level=logging.DEBUG)
+    broker = NatsBroker(
+        servers_of(nats_url), max_reconnect_attempts=-1, logger=log, log_level=logging.DEBUG
+    )
     holder: dict[str, CommandProcessor] = {}
 
     @broker.subscriber(
