@@ -273,6 +273,22 @@ class _ChildServer:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def exit_code(self) -> int | None:
+        """The exit code of a server that was started and has died since (None otherwise)."""
+        return self._proc.poll() if self._proc is not None else None
+
+    def restart(self) -> str:
+        """Start again after the server died (or was stopped): the same port and data dir, so
+        every client reconnects to the URL it has."""
+        if self.running:
+            return self.url
+        if self._proc is not None:
+            self.stop()  # reaps the dead process and forgets it
+        if self.port is not None:
+            self._requested_port = self.port
+        return self.start()
+
     def start(self, timeout: float = 30.0) -> str:  # pragma: no cover - overridden
         raise NotImplementedError
 

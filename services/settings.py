@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     scheduler_lease_seconds: float = 15.0
     #: how often the scheduler signs audit checkpoints (with a signing key configured)
     checkpoint_every_seconds: float = 3600.0
+    #: `pearl up`: first restart delay of a process that exited, doubled on each further exit
+    restart_backoff_seconds: float = 0.5
+    #: `pearl up`: the restart delay never exceeds this
+    restart_backoff_max_seconds: float = 5.0
+    #: `pearl up`: a process up this long counts as healthy again (its delay starts over)
+    restart_stable_seconds: float = 30.0
 
     def require_urls(self) -> tuple[str, str]:
         if not self.nats_url or not self.database_url:

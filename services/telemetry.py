@@ -18,8 +18,53 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
-_STD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+#: Attributes every LogRecord has (plus the two `Formatter` adds): an `extra` key among them
+#: would make `Logger.makeRecord` raise KeyError, and the log call with it.
+RESERVED = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+_STD_ATTRS = RESERVED
 _SECRET_WORDS = ("password", "token", "secret", "authorization", "api_key")
+_std_make_record = logging.Logger.makeRecord
+
+
+def safe_extra(extra: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """`extra` with every key that a LogRecord already has renamed `<key>_` (`process` →
+    `process_`), so no field name can turn a log call into an exception."""
+    if not extra:
+        return None
+    out: dict[str, Any] = {}
+    for key, value in extra.items():
+        name = str(key)
+        while name in RESERVED or name in out or (name != key and name in extra):
+            name += "_"
+        out[name] = value
+    return out
+
+
+def _make_record(
+    self: logging.Logger,
+    name: str,
+    level: int,
+    fn: str,
+    lno: int,
+    msg: object,
+    args: Any,
+    exc_info: Any,
+    func: str | None = None,
+    extra: Mapping[str, object] | None = None,
+    sinfo: str | None = None,
+) -> logging.LogRecord:
+    return _std_make_record(
+        self, name, level, fn, lno, msg, args, exc_info, func, safe_extra(extra), sinfo
+    )
+
+
+def install_safe_records() -> None:
+    """Make every logger (ours, libraries', already created or not) rename colliding `extra`
+    keys instead of raising: `Logger.makeRecord` is where the stdlib raises."""
+    logging.Logger.makeRecord = _make_record  # type: ignore[method-assign]
+
+
+install_safe_records()
 
 
 class JsonFormatter(logging.Formatter):
@@ -42,22 +87,48 @@ class JsonFormatter(logging.Formatter):
             out["trace_id"] = format(span.trace_id, "032x")
             out["span_id"] = format(span.span_id, "016x")
         for key, value in vars(record).items():
-            if key in _STD_ATTRS or key.startswith("_"):
+            if key in _STD_ATTRS or key.startswith("_") or key in out:
                 continue
             out[key] = masked(key, value)
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
+        try:
+            return json.dumps(out, default=str)
+        except (TypeError, ValueError, RecursionError):  # e.g. a cycle: still one line of JSON
+            return json.dumps({k: v if isinstance(v, str) else repr(v) for k, v in out.items()})
 
 
-def masked(key: str, value: Any) -> Any:
-    """The value, with anything under a secret-looking key (at any depth) replaced by ***."""
+class PlainFormatter(logging.Formatter):
+    """`LEVEL message key=value ...`: the extra fields of a record on one human-readable line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{record.levelname} {record.getMessage()}"
+        fields = [
+            f"{key}={masked(key, value)}"
+            for key, value in vars(record).items()
+            if key not in _STD_ATTRS and not key.startswith("_")
+        ]
+        if fields:
+            line += " " + " ".join(fields)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+_MAX_DEPTH = 16
+
+
+def masked(key: str, value: Any, depth: int = 0) -> Any:
+    """The value, with anything under a secret-looking key (at any depth) replaced by ***;
+    nesting deeper than `_MAX_DEPTH` (a cycle, say) is cut to "..."."""
     if any(word in key.lower() for word in _SECRET_WORDS):
         return "***"
+    if isinstance(value, dict | list | tuple) and depth >= _MAX_DEPTH:
+        return "..."
     if isinstance(value, dict):
-        return {k: masked(str(k), v) for k, v in value.items()}
+        return {str(k): masked(str(k), v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [masked("", v) for v in value]
+        return [masked("", v, depth + 1) for v in value]
     return value
 
 
@@ -65,10 +136,9 @@ def setup(
     service: str, level: str = "INFO", *, json_logs: bool = True, console: bool = False
 ) -> None:
     """Configure logging and OpenTelemetry for one process (idempotent enough for tests)."""
+    install_safe_records()
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter(service) if json_logs else logging.Formatter("%(levelname)s %(message)s")
-    )
+    handler.setFormatter(JsonFormatter(service) if json_logs else PlainFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -194,3 +194,79 @@ def test_nested_secret_fields_are_masked_when_logged_inside_a_dict() -> None:
     )
     out = json.loads(JsonFormatter("t").format(record))
     assert out["headers"] == {"Authorization": "***", "accept": "json"}
+
+
+# --- reserved LogRecord attributes ------------------------------------------------------------
+
+RESERVED_NAMES = sorted(vars(logging.makeLogRecord({})).keys() | {"message", "asctime"})
+
+
+@pytest.mark.parametrize("json_logs", [True, False])
+def test_logging_every_reserved_record_attribute_as_extra_never_raises(json_logs: bool) -> None:
+    import io
+
+    from services import telemetry
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(telemetry.JsonFormatter("up") if json_logs else telemetry.PlainFormatter())
+    logger = logging.getLogger(f"pearl.test.reserved.{json_logs}")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    extra = {name: f"value-of-{name}" for name in RESERVED_NAMES}
+
+    logger.warning("process exited", extra=extra)  # the stdlib would raise KeyError here
+    for name in RESERVED_NAMES:  # one at a time, as call sites do
+        logger.info("one field", extra={name: f"value-of-{name}"})
+
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1 + len(RESERVED_NAMES)
+    if json_logs:
+        first = json.loads(lines[0])
+        assert first["message"] == "process exited"
+        assert first["logger"] == f"pearl.test.reserved.{json_logs}"
+        for name in RESERVED_NAMES:
+            assert first[f"{name}_"] == f"value-of-{name}"
+    else:
+        for name in RESERVED_NAMES:
+            assert f"{name}_=value-of-{name}" in lines[0]
+
+
+def test_safe_extra_renames_only_colliding_keys_and_never_overwrites_another_field() -> None:
+    from services.telemetry import safe_extra
+
+    out = safe_extra({"process": "worker", "process_": "kept", "org": "acme"})
+
+    assert out == {"process__": "worker", "process_": "kept", "org": "acme"}
+
+
+def test_json_formatter_writes_one_json_line_when_extra_values_are_cyclic_or_keys_not_text():
+    cyclic: list[Any] = []
+    cyclic.append(cyclic)
+    out = formatted(record(extra={"cycle": cyclic, "keys": {(1, 2): "tuple key"}}))
+
+    assert out["message"] == "command applied"
+    assert "cycle" in out
+
+
+def test_no_log_call_in_the_code_base_passes_a_reserved_attribute_as_an_extra_key() -> None:
+    """The renaming above is a safety net; call sites name their fields so none is renamed."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    offenders = []
+    for package in ("services", "domain", "projections", "contracts"):
+        for path in (root / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not isinstance(node, ast.Call):
+                    continue
+                for kw in node.keywords:
+                    if kw.arg == "extra" and isinstance(kw.value, ast.Dict):
+                        for key in kw.value.keys:
+                            if isinstance(key, ast.Constant) and key.value in RESERVED_NAMES:
+                                offenders.append(
+                                    f"{path.relative_to(root)}:{node.lineno} {key.value}"
+                                )
+    assert offenders == []
