@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -13,10 +14,11 @@ from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from contracts.envelope import EventEnvelope
 from contracts.subjects import Subjects
-from projections.runner import Item, apply_batch
+from projections.runner import CHECKPOINT, Item, apply_batch
 from services.telemetry import span_from
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,28 @@ class Projector:
         self.durable = f"{subjects.root}-projector"
         self.applied = 0
 
+    async def resume_seq(self) -> int | None:
+        """The stream sequence after the checkpoint (None when unknown: after a rebuild)."""
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                self.database_url, connect_timeout=5
+            ) as conn:
+                cur = await conn.execute(
+                    "SELECT stream_seq FROM projection_checkpoint WHERE name = %s", (CHECKPOINT,)
+                )
+                row = await cur.fetchone()
+        except psycopg.Error as exc:
+            log.warning("projector cannot read its checkpoint", extra={"error": str(exc)})
+            return None
+        return None if row is None or row[0] is None else int(row[0]) + 1
+
     async def subscribe(self) -> Any:
+        """The durable consumer, positioned right after the checkpoint.
+
+        Messages a killed projector had fetched but not acked would otherwise come back only
+        after `ack_wait`, and every later message is held back until then (they must be applied
+        in order): recreating the consumer at the checkpoint resumes at once.
+        """
         config = ConsumerConfig(
             durable_name=self.durable,
             ack_policy=AckPolicy.EXPLICIT,
@@ -44,6 +67,13 @@ class Projector:
             ack_wait=30,
             max_ack_pending=self.batch_size * 4,
         )
+        start = await self.resume_seq()
+        if start is not None:
+            with contextlib.suppress(NotFoundError):
+                await self.js.delete_consumer(self.subjects.events_stream, self.durable)
+            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = start
+            log.info("projector resuming", extra={"stream_seq": start})
         return await self.js.pull_subscribe(
             self.subjects.all_events,
             durable=self.durable,

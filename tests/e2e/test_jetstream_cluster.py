@@ -96,6 +96,8 @@ async def test_killing_stream_leaders_of_an_r3_cluster_loses_and_doubles_nothing
                 "commands applied, published and projected before the first fault",
             )
             marks = sorted(rng.uniform(0.1, 0.8) for _ in range(4))
+            all_streams = [subjects.events_stream, subjects.commands_stream, subjects.dlq_stream]
+            await cluster.healthy(all_streams)
             streams = [subjects.events_stream, subjects.commands_stream]
             rng.shuffle(streams)
             killed = ""
@@ -121,13 +123,15 @@ async def test_killing_stream_leaders_of_an_r3_cluster_loses_and_doubles_nothing
                     say(f"{at - t0:6.1f}s restart {killed}")
                     cluster.start(int(killed.removeprefix("n")))
                     await cluster.ready()
+                    await cluster.healthy(all_streams)
                     recovery = Recovery(f"{killed} rejoined", at - t0)
+                    recovery.respawn_s = time.monotonic() - at  # a current replica again
                 await measure_catch_up(
                     recovery, at, settings.database_url or "", cluster.url, settings.subject_root
                 )
 
                 async def applied(at: float = at) -> float | bool | None:
-                    return workload.ledger.first_ack_after(at) or run.done()
+                    return workload.ledger.first_accepted_after(at) or run.done()
 
                 first = await eventually(applied, 60, 0.05, "a command acknowledged")
                 if first is not True:
@@ -163,5 +167,5 @@ async def _flowing(database_url: str, after: int) -> bool:
 
 
 async def _new_leader(cluster: NatsCluster, stream: str, old: str) -> str | None:
-    leader = await asyncio.wait_for(cluster.leader(stream), 3)
+    leader = await asyncio.wait_for(cluster.leader(stream), 1)
     return leader if leader != old else None

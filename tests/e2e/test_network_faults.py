@@ -166,7 +166,7 @@ async def _recovery(
     await measure_catch_up(recovery, restored, database_url, nats_url, root)
 
     async def applied() -> float | bool | None:
-        return workload.ledger.first_ack_after(restored) or run.done()
+        return workload.ledger.first_applied_after(restored) or run.done()
 
     first = await eventually(applied, 60, 0.05, f"a command applied after {fault}")
     if first is not True:
