@@ -9,7 +9,14 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import NotFoundError
 
 from contracts.subjects import Subjects
@@ -17,6 +24,13 @@ from contracts.subjects import Subjects
 log = logging.getLogger(__name__)
 
 DUPLICATE_WINDOW_S = 24 * 3600.0
+#: the command worker: a command still failing at its MAX_DELIVER-th delivery is dead-lettered
+WORKER_MAX_DELIVER = 10
+#: deliveries the server allows beyond that (a worker killed while dead-lettering)
+WORKER_SPARE_DELIVERIES = 2
+#: JetStream redelivers a command this long after the last sign of life of its worker (who
+#: sends one every third of it while the command runs)
+WORKER_ACK_WAIT_S = 6.0
 
 
 def stream_configs(subjects: Subjects, replicas: int = 1) -> list[StreamConfig]:
@@ -71,8 +85,21 @@ async def connect(url: str, name: str) -> Client:
     return await nats.connect(servers_of(url), name=name, **CONNECT_OPTIONS)
 
 
+def worker_consumer(subjects: Subjects) -> ConsumerConfig:
+    """The command worker's durable pull consumer: deliveries bounded, a short ack wait."""
+    return ConsumerConfig(
+        durable_name=f"{subjects.root}-worker",
+        filter_subject=subjects.all_commands,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=WORKER_ACK_WAIT_S,
+        max_deliver=WORKER_MAX_DELIVER + WORKER_SPARE_DELIVERIES,
+        max_ack_pending=1000,
+    )
+
+
 async def ensure_streams(js: JetStreamContext, subjects: Subjects, replicas: int = 1) -> None:
-    """Create or update PeaRL's streams; safe to run from every process at start."""
+    """Create or update PeaRL's streams and the worker's consumer; safe to run at every start
+    (a consumer made by an older version gets the current ack wait and delivery bound)."""
     for config in stream_configs(subjects, replicas):
         try:
             await js.stream_info(config.name or "")
@@ -80,6 +107,7 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects, replicas: int
         except NotFoundError:
             await js.add_stream(config)
             log.info("created stream", extra={"stream": config.name})
+    await js.add_consumer(subjects.commands_stream, worker_consumer(subjects))
 
 
 async def delete_streams(js: JetStreamContext, subjects: Subjects) -> None:

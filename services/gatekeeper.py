@@ -20,6 +20,7 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -137,6 +138,14 @@ class Gatekeeper:
             try:
                 msgs = await sub.fetch(self.batch, timeout=1.0)
             except (NatsTimeoutError, TimeoutError):
+                continue
+            except NatsError as exc:  # e.g. NATS restarted and the consumer is being recovered
+                log.warning(
+                    "gatekeeper cannot fetch; subscribing again", extra={"error": repr(exc)}
+                )
+                await asyncio.sleep(0.5)
+                with contextlib.suppress(NatsError, TimeoutError):
+                    sub = await asyncio.wait_for(self.subscribe(), 5.0)
                 continue
             envelopes = []
             for msg in msgs:

@@ -117,9 +117,11 @@ class Projector:
                 log.warning("projector cannot reach PostgreSQL", extra={"error": str(exc)})
                 await asyncio.sleep(1.0)
                 continue
-            except NatsError as exc:  # e.g. no stream leader during a cluster election
-                log.warning("projector cannot fetch from JetStream", extra={"error": repr(exc)})
+            except NatsError as exc:  # e.g. NATS restarted and the consumer is being recovered
+                log.warning("projector cannot fetch; subscribing again", extra={"error": repr(exc)})
                 await asyncio.sleep(0.5)
+                with contextlib.suppress(NatsError, TimeoutError):
+                    sub = await asyncio.wait_for(self.subscribe(), 5.0)
                 continue
             if not msgs:
                 continue

@@ -119,6 +119,10 @@ async def submit_upload(
             report.close()
 
 
+#: the longest a report's upload to or download from the object store may take
+REPORT_IO_TIMEOUT_S = 300.0
+
+
 class ReportStore:
     """Content-addressed raw reports in the `<root>-reports` object store bucket."""
 
@@ -146,7 +150,8 @@ class ReportStore:
             if info.size == spooled.size:
                 return
         with spooled.path.open("rb") as fh:
-            await store.put(spooled.digest, fh)
+            async with asyncio.timeout(REPORT_IO_TIMEOUT_S):  # a lost connection never answers
+                await store.put(spooled.digest, fh)
 
     @contextlib.asynccontextmanager
     async def fetch(self, name: str) -> AsyncIterator[Spooled]:
@@ -154,7 +159,8 @@ class ReportStore:
         store = await self.js.object_store(self.bucket)
         with tempfile.NamedTemporaryFile(prefix="pearl-report-") as tmp:
             try:
-                await store.get(name, writeinto=tmp)  # type: ignore[arg-type]
+                async with asyncio.timeout(REPORT_IO_TIMEOUT_S):  # chunks that never come
+                    await store.get(name, writeinto=tmp)  # type: ignore[arg-type]
             except ObjectNotFoundError:
                 raise InvalidInput(f"no report {name!r} in bucket {self.bucket!r}") from None
             tmp.flush()

@@ -127,8 +127,9 @@ async def test_pearl_up_restarts_each_killed_process_and_server_and_commands_sti
             except httpx.HTTPError:
                 return False
 
-        async def commands_flow(tag: str) -> None:
-            """One finding over HTTP (read back at its position) and one over NATS."""
+        async def commands_flow(tag: str) -> float:
+            """One finding over HTTP and one over NATS, both read back; returns when the HTTP
+            command was accepted (monotonic)."""
 
             async def http_finding() -> bool:
                 try:
@@ -149,6 +150,7 @@ async def test_pearl_up_restarts_each_killed_process_and_server_and_commands_sti
                 return r.status_code in (200, 201)
 
             await eventually(http_finding, timeout=60, interval=0.2)
+            accepted = time.monotonic()
             nc = await nats.connect(nats_url)
             try:
                 body = {
@@ -179,9 +181,10 @@ async def test_pearl_up_restarts_each_killed_process_and_server_and_commands_sti
                 return {f"http-{tag}", f"nats-{tag}"} <= rules
 
             await eventually(both_listed, timeout=60, interval=0.2)
+            return accepted
 
         await commands_flow("start")
-        for name in ("worker", "projector", "relay", "nats", "postgres"):
+        for name in ("api", "worker", "projector", "relay", "nats", "postgres"):
             old = pearl_up.pid(name)
             assert old is not None and alive(old), name
             killed = time.monotonic()
@@ -195,18 +198,19 @@ async def test_pearl_up_restarts_each_killed_process_and_server_and_commands_sti
             back = time.monotonic()
             await eventually(ready, timeout=60, interval=0.1)
             is_ready = time.monotonic()
-            await commands_flow(name)
+            accepted = await commands_flow(name)
             flowing = time.monotonic()
             timings[name] = {
                 "restarted_s": round(back - killed, 2),
                 "ready_s": round(is_ready - killed, 2),
+                "http_command_s": round(accepted - killed, 2),
                 "commands_s": round(flowing - killed, 2),
             }
             assert pearl_up.proc.poll() is None, pearl_up.output()
         # every finding exactly once, whatever died meanwhile
         r = await http.get(f"/v1/projects/{project}/findings", headers=admin)
         rules = sorted(i["rule_id"] for i in r.json()["items"])
-        tags = ["start", "worker", "projector", "relay", "nats", "postgres"]
+        tags = ["start", "api", "worker", "projector", "relay", "nats", "postgres"]
         assert rules == sorted([f"http-{t}" for t in tags] + [f"nats-{t}" for t in tags])
     out = pearl_up.output()
     for name in timings:

@@ -166,3 +166,43 @@ def test_explicit_ports_are_used(tmp_path: Path) -> None:
 def test_url_before_start_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(EmbeddedServerError, match="not been started"):
         _ = EmbeddedNats(tmp_path).url
+
+
+def test_killed_servers_restart_on_the_same_port_with_their_data() -> None:
+    """What `pearl up` does when an embedded server dies: `restart()` on the same URL."""
+    import shutil
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="pearl-embedded-restart-"))  # not pytest's basetemp
+    home.chmod(0o755)
+    nats_server, pg = EmbeddedNats(home), EmbeddedPostgres(home)
+    try:
+        nats_url, pg_url = nats_server.start(), pg.start()
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE kept (v text)")
+            conn.execute("INSERT INTO kept VALUES ('before the kill')")
+        for server in (nats_server, pg):
+            pid = server.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while server.exit_code is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert server.exit_code == -signal.SIGKILL
+        assert nats_server.restart() == nats_url
+        deadline = time.monotonic() + 30
+        while True:  # orphaned backends may hold the old shared memory for a moment
+            try:
+                assert pg.restart() == pg_url
+                break
+            except EmbeddedServerError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        assert nats_server.running and pg.running
+        with psycopg.connect(pg_url) as conn:
+            assert conn.execute("SELECT v FROM kept").fetchall() == [("before the kill",)]
+    finally:
+        pg.stop()
+        nats_server.stop()
+        shutil.rmtree(home, ignore_errors=True)

@@ -382,3 +382,92 @@ def test_bus_command_for_a_project_of_another_org_than_its_subject_goes_to_dlq()
         "pearl.cmd.globex.finding.record", body.encode(), {"Authorization": f"Bearer {token}"}
     )
     assert (outcome.action, outcome.code) == ("dead", "not-found")
+
+
+# --- deliveries -------------------------------------------------------------------------------
+
+
+class _Meta:
+    def __init__(self, delivered: int) -> None:
+        from types import SimpleNamespace
+
+        self.num_delivered = delivered
+        self.sequence = SimpleNamespace(stream=42)
+
+
+class FakeMsg:
+    """A JetStream delivery: what the worker calls on it is recorded."""
+
+    def __init__(self, subject: str, data: bytes, delivered: int, headers=None) -> None:
+        self.subject = subject
+        self.data = data
+        self.headers = headers or {}
+        self.metadata = _Meta(delivered)
+        self.calls: list[str] = []
+
+    async def ack(self) -> None:
+        self.calls.append("ack")
+
+    async def nak(self, delay: float | None = None) -> None:
+        self.calls.append("nak")
+
+    async def in_progress(self) -> None:
+        self.calls.append("in_progress")
+
+
+class FakeJs:
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes, dict[str, str]]] = []
+
+    async def publish(self, subject: str, body: bytes, headers=None, timeout=None) -> None:
+        self.published.append((subject, body, dict(headers or {})))
+
+
+@pytest.mark.parametrize("delivered", [11, 12])
+async def test_a_delivery_past_the_last_one_is_dead_lettered_without_running_it(
+    app: PearlApp, delivered: int
+) -> None:
+    js = FakeJs()
+    processor = CommandProcessor(app, js, Subjects())  # type: ignore[arg-type]
+    ran = []
+
+    async def never(*_: object) -> Outcome:
+        ran.append(True)
+        return ACK
+
+    processor.handle = never  # type: ignore[method-assign]
+    msg = FakeMsg("pearl.cmd.acme.finding.record", b"{}", delivered)
+
+    await processor.process(msg)  # type: ignore[arg-type]
+
+    assert ran == []
+    assert msg.calls == ["ack"]
+    ((subject, _, headers),) = js.published
+    assert subject == "pearl.dlq.cmd.acme.finding.record"
+    assert headers["Pearl-Dlq-Code"] == "undeliverable"
+    assert headers["Nats-Msg-Id"] == "dlq-pearl-42"
+
+
+async def test_a_command_still_failing_at_its_last_delivery_is_dead_lettered_not_dropped(
+    app: PearlApp,
+) -> None:
+    js = FakeJs()
+    processor = CommandProcessor(app, js, Subjects())  # type: ignore[arg-type]
+
+    async def broken(*_: object) -> Outcome:
+        raise ValueError("a bug")
+
+    processor.handle = broken  # type: ignore[method-assign]
+    first, last = (
+        FakeMsg("pearl.cmd.acme.finding.record", b"{}", 1, {"Authorization": "Bearer pk"}),
+        FakeMsg("pearl.cmd.acme.finding.record", b"{}", 10, {"Authorization": "Bearer pk"}),
+    )
+
+    await processor.process(first)  # type: ignore[arg-type]
+    await processor.process(last)  # type: ignore[arg-type]
+
+    assert first.calls == ["nak"]
+    assert last.calls == ["ack"]
+    ((_, _, headers),) = js.published
+    assert headers["Pearl-Dlq-Reason"].startswith("gave up after 10 attempts")
+    assert "Authorization" not in headers
