@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -130,7 +131,7 @@ def test_a_start_that_fails_is_retried_with_a_longer_back_off() -> None:
     assert sup.units[0].state is State.RUNNING
 
 
-def test_a_blocking_start_that_raises_is_retried(tmp_path) -> None:
+def test_a_blocking_start_that_raises_is_retried() -> None:
     clock, pg = Clock(), FakeProcess("postgres", broken=True)
     sup = supervise(pg.unit(blocking=True), clock=clock)
     try:
@@ -148,7 +149,7 @@ def test_a_blocking_start_that_raises_is_retried(tmp_path) -> None:
 
 
 def test_each_exit_and_restart_is_logged_with_name_code_count_and_delay(
-    caplog: pytest.LogCaptureFixture, tmp_path
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     clock, worker = Clock(), FakeProcess("worker")
     sup = Supervisor([worker.unit()], Backoff(0.5, 4.0, 30.0), clock=clock, pid_dir=tmp_path)
