@@ -64,7 +64,7 @@ async def test_killing_stream_leaders_of_an_r3_cluster_loses_and_doubles_nothing
 ):
     seed = chaos_seed("JetStream cluster")
     rng = random.Random(seed)
-    total = 20_000 if long_run else 3_000
+    total = 20_000 if long_run else 2_000
     rate = 400.0 if long_run else 100.0  # commands/s: the kills land while clients publish
     cluster = NatsCluster(tmp_path / "cluster")
     settings = fresh_settings.model_copy(update={"nats_url": cluster.url, "stream_replicas": 3})

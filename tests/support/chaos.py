@@ -341,9 +341,9 @@ class Workload:
         until: asyncio.Event | None = None,
         rate: float | None = None,
     ) -> None:
-        """At least `total` commands; with `until`, more (up to 3x) until it is set, so every
+        """At least `total` commands; with `until`, more (up to 2x) until it is set, so every
         fault lands on a system under load; `rate` caps commands started per second."""
-        limit = total * 3 if until is not None else total
+        limit = total * 2 if until is not None else total
         kinds = self.plan(limit, http=http)
         counter = iter(range(limit))
         gate = asyncio.Lock()
