@@ -23,6 +23,8 @@ from services.telemetry import span_from
 
 log = logging.getLogger(__name__)
 _decoder = msgspec.json.Decoder(EventEnvelope)
+#: batches that only find a gap (an earlier message missing) this long: resubscribe
+STALL_RESUBSCRIBE_S = 3.0
 
 
 class Projector:
@@ -93,7 +95,8 @@ class Projector:
                 items.append(Item(seq, None))
         return items
 
-    async def handle(self, conn: psycopg.AsyncConnection[Any], msgs: list[Msg]) -> None:
+    async def handle(self, conn: psycopg.AsyncConnection[Any], msgs: list[Msg]) -> bool:
+        """Apply a batch; True when nothing could be applied (an earlier message is missing)."""
         items = self.to_items(msgs)
         first = msgs[0].headers or {}
         with span_from(first, "projector.batch", size=len(msgs)):
@@ -102,10 +105,12 @@ class Projector:
         await asyncio.gather(*(m.ack() for m in msgs[:done]))
         await asyncio.gather(*(m.nak(delay=1.0) for m in msgs[done:]))
         self.applied += outcome.applied
+        return outcome.gap_at == 0 and outcome.applied == 0
 
     async def run(self, stop: asyncio.Event) -> None:
         sub = await self.subscribe()
         conn: psycopg.AsyncConnection[Any] | None = None
+        stalled_since: float | None = None
         while not stop.is_set():
             try:
                 if conn is None or conn.closed:
@@ -126,7 +131,18 @@ class Projector:
             if not msgs:
                 continue
             try:
-                await self.handle(conn, msgs)
+                if not await self.handle(conn, msgs):
+                    stalled_since = None
+                elif stalled_since is None:
+                    stalled_since = asyncio.get_running_loop().time()
+                elif asyncio.get_running_loop().time() - stalled_since > STALL_RESUBSCRIBE_S:
+                    # a message delivered before a connection was cut is lost in transit and
+                    # comes back only after ack_wait, holding back every later one: resume at
+                    # the checkpoint instead
+                    log.warning("projector stalled on a gap; subscribing at its checkpoint")
+                    stalled_since = None
+                    with contextlib.suppress(NatsError, TimeoutError):
+                        sub = await asyncio.wait_for(self.subscribe(), 5.0)
             except NatsError as exc:
                 # the batch and its checkpoint are committed (or rolled back): unacked messages
                 # come again after ack_wait and are skipped as duplicates, or applied then
