@@ -33,8 +33,9 @@ WORKER_SPARE_DELIVERIES = 2
 WORKER_ACK_WAIT_S = 6.0
 
 
-def stream_configs(subjects: Subjects) -> list[StreamConfig]:
-    """Events (the outbox's destination), commands (work queue) and the dead-letter stream."""
+def stream_configs(subjects: Subjects, replicas: int = 1) -> list[StreamConfig]:
+    """Events (the outbox's destination), commands (work queue) and the dead-letter stream,
+    each with `replicas` copies (3 on a JetStream cluster)."""
     return [
         StreamConfig(
             name=subjects.events_stream,
@@ -43,6 +44,7 @@ def stream_configs(subjects: Subjects) -> list[StreamConfig]:
             storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW_S,
             discard=DiscardPolicy.OLD,
+            num_replicas=replicas,
         ),
         StreamConfig(
             name=subjects.commands_stream,
@@ -50,6 +52,7 @@ def stream_configs(subjects: Subjects) -> list[StreamConfig]:
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
             duplicate_window=600.0,
+            num_replicas=replicas,
         ),
         StreamConfig(
             name=subjects.dlq_stream,
@@ -57,8 +60,14 @@ def stream_configs(subjects: Subjects) -> list[StreamConfig]:
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=30 * 24 * 3600.0,
+            num_replicas=replicas,
         ),
     ]
+
+
+def servers_of(url: str) -> list[str]:
+    """`NATS_URL` may name several servers of a cluster, comma-separated."""
+    return [part.strip() for part in url.split(",") if part.strip()]
 
 
 #: How every PeaRL process connects: reconnect forever, every half second, and notice a dead
@@ -73,7 +82,7 @@ CONNECT_OPTIONS: dict[str, Any] = {
 
 
 async def connect(url: str, name: str) -> Client:
-    return await nats.connect(url, name=name, **CONNECT_OPTIONS)
+    return await nats.connect(servers_of(url), name=name, **CONNECT_OPTIONS)
 
 
 def worker_consumer(subjects: Subjects) -> ConsumerConfig:
@@ -88,10 +97,10 @@ def worker_consumer(subjects: Subjects) -> ConsumerConfig:
     )
 
 
-async def ensure_streams(js: JetStreamContext, subjects: Subjects) -> None:
+async def ensure_streams(js: JetStreamContext, subjects: Subjects, replicas: int = 1) -> None:
     """Create or update PeaRL's streams and the worker's consumer; safe to run at every start
     (a consumer made by an older version gets the current ack wait and delivery bound)."""
-    for config in stream_configs(subjects):
+    for config in stream_configs(subjects, replicas):
         try:
             await js.stream_info(config.name or "")
             await js.update_stream(config)

@@ -14,6 +14,7 @@ from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from contracts.envelope import EventEnvelope
 from contracts.subjects import Subjects
@@ -23,6 +24,8 @@ from services.telemetry import span_from
 
 log = logging.getLogger(__name__)
 _decoder = msgspec.json.Decoder(EventEnvelope)
+#: batches that only find a gap (an earlier message missing) this long: resubscribe
+STALL_RESUBSCRIBE_S = 3.0
 
 
 class Projector:
@@ -40,7 +43,28 @@ class Projector:
         #: the failure last recorded (logged once; cleared when a batch moves the checkpoint)
         self.failure: Failure | None = None
 
+    async def resume_seq(self) -> int | None:
+        """The stream sequence after the checkpoint (None when unknown: after a rebuild)."""
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                self.database_url, connect_timeout=5
+            ) as conn:
+                cur = await conn.execute(
+                    "SELECT stream_seq FROM projection_checkpoint WHERE name = %s", (CHECKPOINT,)
+                )
+                row = await cur.fetchone()
+        except psycopg.Error as exc:
+            log.warning("projector cannot read its checkpoint", extra={"error": str(exc)})
+            return None
+        return None if row is None or row[0] is None else int(row[0]) + 1
+
     async def subscribe(self) -> Any:
+        """The durable consumer, positioned right after the checkpoint.
+
+        Messages a killed projector had fetched but not acked would otherwise come back only
+        after `ack_wait`, and every later message is held back until then (they must be applied
+        in order): recreating the consumer at the checkpoint resumes at once.
+        """
         config = ConsumerConfig(
             durable_name=self.durable,
             ack_policy=AckPolicy.EXPLICIT,
@@ -48,6 +72,13 @@ class Projector:
             ack_wait=30,
             max_ack_pending=self.batch_size * 4,
         )
+        start = await self.resume_seq()
+        if start is not None:
+            with contextlib.suppress(NotFoundError):
+                await self.js.delete_consumer(self.subjects.events_stream, self.durable)
+            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = start
+            log.info("projector resuming", extra={"stream_seq": start})
         return await self.js.pull_subscribe(
             self.subjects.all_events,
             durable=self.durable,
@@ -67,7 +98,8 @@ class Projector:
                 items.append(Item(seq, None))
         return items
 
-    async def handle(self, conn: psycopg.AsyncConnection[Any], msgs: list[Msg]) -> None:
+    async def handle(self, conn: psycopg.AsyncConnection[Any], msgs: list[Msg]) -> bool:
+        """Apply a batch; True when nothing could be applied (an earlier message is missing)."""
         items = self.to_items(msgs)
         first = msgs[0].headers or {}
         with span_from(first, "projector.batch", size=len(msgs)):
@@ -79,6 +111,7 @@ class Projector:
         if self.failure is not None and outcome.applied:
             log.info("projection recovered", extra={"position": outcome.position})
             self.failure = None
+        return outcome.gap_at == 0 and outcome.applied == 0
 
     async def failed(
         self, conn: psycopg.AsyncConnection[Any], msgs: list[Msg], exc: Exception
@@ -117,6 +150,7 @@ class Projector:
     async def run(self, stop: asyncio.Event) -> None:
         sub = await self.subscribe()
         conn: psycopg.AsyncConnection[Any] | None = None
+        stalled_since: float | None = None
         while not stop.is_set():
             try:
                 if conn is None or conn.closed:
@@ -137,7 +171,22 @@ class Projector:
             if not msgs:
                 continue
             try:
-                await self.handle(conn, msgs)
+                if not await self.handle(conn, msgs):
+                    stalled_since = None
+                elif stalled_since is None:
+                    stalled_since = asyncio.get_running_loop().time()
+                elif asyncio.get_running_loop().time() - stalled_since > STALL_RESUBSCRIBE_S:
+                    # a message delivered before a connection was cut is lost in transit and
+                    # comes back only after ack_wait, holding back every later one: resume at
+                    # the checkpoint instead
+                    log.warning("projector stalled on a gap; subscribing at its checkpoint")
+                    stalled_since = None
+                    with contextlib.suppress(NatsError, TimeoutError):
+                        sub = await asyncio.wait_for(self.subscribe(), 5.0)
+            except NatsError as exc:
+                # the batch and its checkpoint are committed (or rolled back): unacked messages
+                # come again after ack_wait and are skipped as duplicates, or applied then
+                log.warning("projector could not ack a batch", extra={"error": repr(exc)})
             except Exception as exc:  # any batch failure is recorded, never fatal
                 delay = await self.failed(conn, msgs, exc)
                 await asyncio.gather(*(m.nak(delay=delay) for m in msgs), return_exceptions=True)

@@ -66,7 +66,7 @@ async def migrate(settings: Settings) -> None:
         await migrate_read_models(conn)
     nc = await connect(nats_url, "pearl-migrate")
     try:
-        await ensure_streams(nc.jetstream(), subjects_of(settings))
+        await ensure_streams(nc.jetstream(), subjects_of(settings), settings.stream_replicas)
         await ReportStore(nc.jetstream(), subjects_of(settings)).ensure()
     finally:
         await nc.close()

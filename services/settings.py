@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     request_timeout_seconds: float = 30.0
     upload_timeout_seconds: float = 600.0
     otel_console: bool = False
+    #: copies of each JetStream stream (3 on a 3-node cluster; 1 on a single server)
+    stream_replicas: int = Field(default=1, ge=1, le=5)
     #: how often the scheduler looks for due jobs
     scheduler_tick_seconds: float = 5.0
     #: the scheduler lease's TTL: a dead leader is replaced this long after its last renewal

@@ -45,7 +45,13 @@ from domain.base import current_channel
 from domain.errors import ConcurrencyConflict, CrossOrg, Forbidden, PearlError, Unauthenticated
 from domain.idempotency import request_digest
 from domain.pearl_app import Idempotency, PearlApp
-from services.bus import CONNECT_OPTIONS, WORKER_ACK_WAIT_S, WORKER_MAX_DELIVER, worker_consumer
+from services.bus import (
+    CONNECT_OPTIONS,
+    WORKER_ACK_WAIT_S,
+    WORKER_MAX_DELIVER,
+    servers_of,
+    worker_consumer,
+)
 from services.commands import ROUTES, Route, decode_body
 from services.reports import ReportStore
 from services.telemetry import span_from
@@ -353,7 +359,9 @@ def create_worker(
     authenticate: Callable[[str], Principal] | None = None,
 ) -> tuple[FastStream, NatsBroker]:
     """Build (not start) the FastStream app and broker of the command worker."""
-    broker = NatsBroker(nats_url, logger=log, log_level=logging.DEBUG, **CONNECT_OPTIONS)
+    broker = NatsBroker(
+        servers_of(nats_url), logger=log, log_level=logging.DEBUG, **CONNECT_OPTIONS
+    )
     holder: dict[str, CommandProcessor] = {}
     config = worker_consumer(subjects)
 

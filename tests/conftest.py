@@ -20,6 +20,23 @@ from tests.support.stack import Stack, running_stack
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help="fault-injection suites at full size (20,000 commands); also PEARL_LONG=1",
+    )
+
+
+@pytest.fixture(scope="session")
+def long_run(request: pytest.FixtureRequest) -> bool:
+    """Whether the fault suites run at full size (`--long` or `PEARL_LONG=1`)."""
+    import os
+
+    return bool(request.config.getoption("--long")) or os.environ.get("PEARL_LONG") == "1"
+
+
 def samples_dir() -> Path:
     import os
 

@@ -27,17 +27,20 @@ def process_env(settings: Settings) -> dict[str, str]:
 class PearlProcess:
     """One `pearl run <name>` child; `kill()` is SIGKILL, as a crash would be."""
 
-    def __init__(self, name: str, settings: Settings, log_dir: Path) -> None:
+    def __init__(
+        self, name: str, settings: Settings, log_dir: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.settings = settings
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.env = env or {}
 
     def start(self) -> PearlProcess:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "services.cli.main", "run", self.name],
-                env=process_env(self.settings),
+                env={**process_env(self.settings), **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
