@@ -52,7 +52,7 @@ from domain.gate_inputs import Decision, GateInputs, utc_iso
 from domain.gate_policy import GatePolicy, gate_policy_id
 from domain.host import AppHost
 from domain.org import Org, org_id
-from domain.policy_doc import (
+from domain.policy import (
     PolicyInvalid,
     effective_exception_max_days,
     effective_rules,
