@@ -10,7 +10,7 @@ from eventsourcing.domain import event
 
 from domain.base import PearlAggregate, stable_id
 from domain.errors import Conflict, InvalidInput
-from domain.policy import DEFAULT_SLA_DAYS
+from domain.sla import DEFAULT_SLA_DAYS
 
 OPEN_STATUSES = frozenset({"open", "reopened"})
 TRIAGE_STATUSES = frozenset({"false_positive", "not_affected", "accepted_risk"})

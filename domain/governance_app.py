@@ -39,7 +39,7 @@ from domain.environment import DeployEnvironment, environment_id
 from domain.errors import AutonomyExceeded, Conflict, InvalidInput, NotFound
 from domain.finding import Finding
 from domain.gate import applies, evaluate
-from domain.gate_facts import (
+from domain.gate.facts import (
     active_exception_facts,
     approval_facts,
     open_finding_facts,
@@ -48,11 +48,11 @@ from domain.gate_facts import (
     scan_facts,
     test_facts,
 )
-from domain.gate_inputs import Decision, GateInputs, utc_iso
+from domain.gate.inputs import Decision, GateInputs, utc_iso
 from domain.gate_policy import GatePolicy, gate_policy_id
 from domain.host import AppHost
 from domain.org import Org, org_id
-from domain.policy_doc import (
+from domain.policy import (
     PolicyInvalid,
     effective_exception_max_days,
     effective_rules,

@@ -9,10 +9,10 @@ from typing import Any
 from uuid import UUID
 
 from domain.finding import Finding, finding_id
-from domain.policy import sla_days_for, sla_due
 from domain.project import Project
 from domain.scanners import ReportStream
 from domain.scanners.model import NormalizedFinding, ParsedReport
+from domain.sla import sla_days_for, sla_due
 
 #: A whole report in memory, or one streamed from its spill file in chunks (bounded memory).
 Report = ParsedReport | ReportStream

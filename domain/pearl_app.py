@@ -51,10 +51,10 @@ from domain.ingest import (
     plan_ingest,
 )
 from domain.org import Org, org_id
-from domain.policy import sla_days_for, sla_due
 from domain.project import Project
 from domain.scan_report import ScanReport, scan_report_id
 from domain.scan_scope import ScanScope, scan_scope_id
+from domain.sla import sla_days_for, sla_due
 from domain.storable import StorableMapper, refuse_unstorable_claim
 from domain.targets_app import ScanTargetCommands
 from domain.tasks_app import TaskCommands

@@ -26,14 +26,14 @@ from psycopg.rows import dict_row
 from psycopg.types.json import set_json_loads
 
 from domain.finding import OPEN_STATUSES
-from domain.gate_facts import finding_fact
-from domain.gate_inputs import FindingFact
+from domain.gate.facts import finding_fact
+from domain.gate.inputs import FindingFact
 from projections.queries import Pool
 from projections.runner import CHECKPOINT, READER_ROLE
 
 
 def utc_iso_sql(column: str) -> str:
-    """`domain.gate_inputs.utc_iso` in SQL, for a timestamptz column (NULL stays NULL):
+    """`domain.gate.inputs.utc_iso` in SQL, for a timestamptz column (NULL stays NULL):
     UTC, ISO 8601, microseconds only when there are any."""
     return (
         f"replace(to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US'),"

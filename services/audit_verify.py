@@ -30,7 +30,7 @@ from eventsourcing.persistence import (
 )
 from psycopg.rows import tuple_row
 
-from domain.stored import EnvelopeDecoder
+from domain.stored_decoder import EnvelopeDecoder
 from projections.audit import GENESIS, canonical_entry, chain_hash
 from services.event_log import PAGE, Page, gc_paused, read_ahead, read_page
 

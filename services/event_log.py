@@ -2,7 +2,7 @@
 
 Replays (rebuild, audit verification and export, checkpoint signing) read every stored event;
 the library's `select_notifications` + mapper cost more than the replay itself. Here one query
-per page returns plain rows (binary: the state without hex decoding) and `domain.stored`
+per page returns plain rows (binary: the state without hex decoding) and `domain.stored_decoder`
 decodes them; any other recorder (in-memory in unit tests) goes through the library.
 """
 
@@ -20,7 +20,7 @@ from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 from contracts.envelope import EventEnvelope
-from domain.stored import EnvelopeDecoder
+from domain.stored_decoder import EnvelopeDecoder
 
 if TYPE_CHECKING:
     from domain.pearl_app import PearlApp

@@ -21,14 +21,14 @@ from contracts.governance import RequestPromotion
 from domain.authz import Principal
 from domain.errors import ConcurrencyConflict, InvalidInput, NotFound, NotReady
 from domain.gate import explain
-from domain.gate_facts import (
+from domain.gate.facts import (
     approval_fact,
     exception_fact,
     previous_environment,
     scan_fact,
     test_fact,
 )
-from domain.gate_inputs import Decision, GateInputs, RuleResult
+from domain.gate.inputs import Decision, GateInputs, RuleResult
 from domain.governance_app import GATEKEEPER, GateOutcome, ReplayIds, build_inputs
 from domain.pearl_app import CommandResult, Idempotency, PearlApp
 from domain.promotion import Promotion

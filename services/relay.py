@@ -31,7 +31,7 @@ from opentelemetry import metrics
 from contracts.envelope import EventEnvelope
 from contracts.subjects import Subjects
 from domain.pearl_app import PearlApp
-from domain.stored import EnvelopeDecoder
+from domain.stored_decoder import EnvelopeDecoder
 from services.telemetry import headers_with_trace, span_from
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ class Relay:
         return await stream_position(self.js, self.subjects, self.timeout)
 
     def envelopes(self, notifications: Sequence[Notification]) -> list[EventEnvelope]:
-        """The batch's envelopes, decoded as the rebuild decodes them (`domain/stored.py`)."""
+        """The batch's envelopes, decoded as the rebuild decodes them (`domain/stored_decoder`)."""
         envelope = self.decoder.envelope
         return [
             envelope(n.id, n.originator_id, n.originator_version, n.topic, n.state)

@@ -29,7 +29,7 @@ from domain.authz import Action, Principal, authorize
 from domain.errors import InvalidInput, NotFound
 from domain.gate_policy import GatePolicy
 from domain.pearl_app import command_idempotency
-from domain.policy_doc import diff_policies
+from domain.policy import diff_policies
 from projections import governance_queries as gq
 from services.api.context import ApiContext
 from services.api.params import Caller, Ctx, Cursor, IdemKey, Limit, MinPosition

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from domain.policy_doc import policy_as_dict
+from domain.policy import policy_as_dict
 from services.cli.client import ApiProblem, checked, client
 from services.cli.policy import read_policy_file
 

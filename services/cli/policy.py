@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from contracts.policy import PolicyDocument
-from domain.policy_doc import PolicyInvalid, parse_policy
+from domain.policy import PolicyInvalid, parse_policy
 
 
 def read_policy_file(name: str) -> PolicyDocument | None:

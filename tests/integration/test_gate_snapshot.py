@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from domain.gate_facts import finding_fact
-from domain.gate_inputs import FindingFact
+from domain.gate.facts import finding_fact
+from domain.gate.inputs import FindingFact
 from projections.gate_snapshot import FINDING_ROWS, OpenFindings, read_snapshot
 from projections.queries import Pool
 from services.runtime import read_pool

@@ -26,7 +26,7 @@ import msgspec
 
 from contracts import policy as p
 from domain.gate import Source, evaluate
-from domain.gate_inputs import (
+from domain.gate.inputs import (
     ApprovalDecisionFact,
     ApprovalFact,
     ExceptionFact,

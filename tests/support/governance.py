@@ -24,7 +24,7 @@ from contracts.governance import (
 )
 from domain.approval import ApprovalRequest
 from domain.authz import Principal
-from domain.gate_facts import approval_facts
+from domain.gate.facts import approval_facts
 from domain.governance_app import build_inputs
 from domain.pearl_app import PearlApp
 

@@ -10,8 +10,8 @@ import msgspec
 import pytest
 
 from contracts import policy as p
-from domain import gate_inputs as gi
 from domain.gate import EXPRESSION_VARIABLES, Source, evaluate, explain, is_secret, summary
+from domain.gate import inputs as gi
 
 NOW = datetime(2024, 6, 12, 12, 0, tzinfo=UTC)  # a Wednesday
 COMMIT = "c0ffee" + "0" * 34

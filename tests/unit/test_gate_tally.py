@@ -10,7 +10,8 @@ import pytest
 
 from contracts import policy as p
 from domain import gate
-from domain.gate_inputs import ExceptionFact, FindingFact, GateInputs
+from domain.gate import tally
+from domain.gate.inputs import ExceptionFact, FindingFact, GateInputs
 
 NOW = datetime(2024, 6, 12, 12, 0, tzinfo=UTC)
 RULES: list[tuple[gate.Source, p.AnyRule]] = [
@@ -80,9 +81,9 @@ def test_tally_by_kind_and_one_by_one_decide_alike_when_kinds_vary(
 ) -> None:
     inputs = _inputs(random.Random(kinds), 4000, kinds)
     as_it_comes = gate.evaluate(RULES, inputs)
-    monkeypatch.setattr(gate, "_KINDS_AT_LEAST", 10**9)
+    monkeypatch.setattr(tally, "KINDS_AT_LEAST", 10**9)
     by_kind = gate.evaluate(RULES, inputs)
-    monkeypatch.setattr(gate, "_KINDS_AT_LEAST", 0)
+    monkeypatch.setattr(tally, "KINDS_AT_LEAST", 0)
     one_by_one = gate.evaluate(RULES, inputs)
 
     assert by_kind == one_by_one == as_it_comes

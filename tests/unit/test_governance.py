@@ -24,7 +24,7 @@ from domain.authz import Principal
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from domain.governance_app import GateOutcome, ReplayIds, inputs_from_store
 from domain.pearl_app import PearlApp
-from domain.policy_doc import PolicyInvalid
+from domain.policy import PolicyInvalid
 from domain.promotion import Promotion
 from tests.unit.conftest import FakeClock, finding_cmd
 

@@ -28,7 +28,7 @@ from contracts.policy import (
 )
 from contracts.schemas import policy_schema
 from domain.errors import InvalidInput
-from domain.policy_doc import (
+from domain.policy import (
     EXPRESSION_VARIABLES,
     PolicyError,
     PolicyInvalid,

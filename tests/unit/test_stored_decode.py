@@ -14,7 +14,7 @@ from contracts.commands import CreateOrg, CreateProject
 from domain.base import stable_id
 from domain.finding import finding_id
 from domain.pearl_app import PearlApp
-from domain.stored import EnvelopeDecoder, event_id
+from domain.stored_decoder import EnvelopeDecoder, event_id
 from domain.wire import to_envelope
 from tests.unit.test_event_contracts import _scenario, _store_v1_recorded
 

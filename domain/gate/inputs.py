@@ -32,6 +32,12 @@ def utc_iso(value: str | datetime | None) -> str | None:
     return when.astimezone(UTC).isoformat()
 
 
+def utc_time(value: str) -> datetime:
+    """A fact's time as an aware UTC datetime (naive times are UTC)."""
+    when = datetime.fromisoformat(value)
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
 # The facts and inputs hold only strings, numbers and tuples of them (or of other facts): they
 # cannot be part of a reference cycle, so the garbage collector does not track them (10,000s
 # per evaluation).

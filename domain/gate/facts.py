@@ -18,7 +18,7 @@ from contracts.policy import Profile
 from domain.approval import ApprovalRequest
 from domain.environment import DeployEnvironment
 from domain.finding import OPEN_STATUSES, Finding
-from domain.gate_inputs import (
+from domain.gate.inputs import (
     ApprovalDecisionFact,
     ApprovalFact,
     ExceptionFact,

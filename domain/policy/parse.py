@@ -1,14 +1,9 @@
-"""Gate policy documents: parse YAML/JSON reporting every error, check tightening, merge and diff.
+"""Gate policy documents: parse YAML/JSON, validate, and report every error with its place.
 
 Parsing validates the whole document and collects every error with its location
 (`rules[2].max`) and, for YAML and JSON text, its 1-based line and column, so an author fixes a
 policy in one round. Field types and constraints come from `contracts.policy` (checked with
 msgspec one field at a time); the semantic rules msgspec cannot express are checked here.
-
-Tightening: a project policy inherits its environment's org baseline and may only tighten it.
-A project rule with a baseline rule's id must be the same kind, with the same `when`, and at
-least as strict; `effective_rules` keeps both rules when it is not, so loosening a baseline
-never lets a project escape it.
 
 YAML is read with YAML 1.2 core scalars: `17:30` stays a string (YAML 1.1 would read the
 sexagesimal integer 1050), `yes`/`no`/`on`/`off` stay strings and `010` is ten.
@@ -17,37 +12,19 @@ sexagesimal integer 1050), `yes`/`no`/`on`/`off` stay strings and `010` is ten.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import re
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import cel
 import msgspec
 import yaml
 
-from contracts.policy import (
-    DEFAULT_EXCEPTION_MAX_DAYS,
-    AnyRule,
-    Approvals,
-    ClockTime,
-    Expression,
-    Freeze,
-    MaxFindings,
-    NoSecrets,
-    PolicyDocument,
-    RequiredScans,
-    RuleId,
-    Sbom,
-    Severity,
-    Soak,
-    Tests,
-    Window,
-)
+from contracts.policy import ClockTime, PolicyDocument, RuleId, Window
 from domain.errors import InvalidInput
 
 #: The top-level names a CEL `expression` rule may read (the evaluation's facts).
@@ -59,12 +36,8 @@ MAX_POLICY_BYTES = 512 * 1024
 #: Bounds the work of expanding YAML aliases (a "billion laughs" document).
 MAX_NODES = 100_000
 
-#: Most severe first; a threshold counts its own severity and every worse one.
-SEVERITY_RANK: dict[Severity, int] = {"critical": 4, "high": 3, "medium": 2, "low": 1, "info": 0}
-
 PathPart = str | int
 PolicyPath = tuple[PathPart, ...]
-Source = Literal["baseline", "project"]
 
 
 @dataclass(frozen=True)
@@ -570,237 +543,3 @@ def _location(path: PolicyPath) -> str:
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
     return out
-
-
-# --- canonical form ---------------------------------------------------------------------------
-
-
-def policy_as_dict(doc: PolicyDocument) -> dict[str, Any]:
-    """The document as plain JSON-able data, fields in contract order (absent ones as null)."""
-    data: dict[str, Any] = msgspec.to_builtins(doc)
-    return data
-
-
-def policy_digest(doc: PolicyDocument) -> str:
-    """`sha256:<hex>` of the canonical JSON (sorted keys): equal policies, equal digests."""
-    canonical = msgspec.json.encode(policy_as_dict(doc), order="sorted")
-    return "sha256:" + hashlib.sha256(canonical).hexdigest()
-
-
-# --- tightening -------------------------------------------------------------------------------
-
-
-def tightening_errors(baseline: PolicyDocument, project: PolicyDocument) -> list[PolicyError]:
-    """Where `project` is looser than `baseline` (locations in the project document)."""
-    errors: list[PolicyError] = []
-    if (
-        project.exception_max_days is not None
-        and baseline.exception_max_days is not None
-        and project.exception_max_days > baseline.exception_max_days
-    ):
-        errors.append(
-            PolicyError(
-                "exception_max_days",
-                None,
-                None,
-                f"{project.exception_max_days} days exceeds the baseline's "
-                f"{baseline.exception_max_days}",
-            )
-        )
-    by_id = {rule.id: rule for rule in baseline.rules}
-    for i, rule in enumerate(project.rules):
-        base = by_id.get(rule.id)
-        if base is None:
-            continue
-        for field, message in _loosenings(base, rule):
-            location = f"rules[{i}]" + (f".{field}" if field else "")
-            errors.append(PolicyError(location, None, None, message))
-    return errors
-
-
-def _loosenings(base: AnyRule, rule: AnyRule) -> list[tuple[str, str]]:
-    """(field, why) for each way `rule` is looser than the baseline rule with its id."""
-    if type(rule) is not type(base):
-        kind, base_kind = _kind(rule), _kind(base)
-        return [("kind", f"is {kind} but baseline rule '{base.id}' is {base_kind}")]
-    found: list[tuple[str, str]] = []
-    if rule.when != base.when:
-        found.append(("when", f"must keep the when of baseline rule '{base.id}'"))
-    match base, rule:
-        case MaxFindings(), MaxFindings():
-            found += _max_findings(base, rule)
-        case RequiredScans(), RequiredScans():
-            found += _required_scans(base, rule)
-        case Tests(), Tests():
-            found += _tests(base, rule)
-        case Approvals(), Approvals():
-            found += _approvals(base, rule)
-        case Soak(), Soak():
-            if rule.hours < base.hours:
-                found.append(
-                    ("hours", f"{rule.hours:g} is less than the baseline's {base.hours:g}")
-                )
-        case Freeze(), Freeze():
-            kept = {_window_key(w) for w in rule.windows}
-            found += [
-                ("windows", f"drops the baseline window {_describe(w)}")
-                for w in base.windows
-                if _window_key(w) not in kept
-            ]
-        case Expression(), Expression():
-            if rule.expr != base.expr:
-                found.append(("expr", f"must equal the expr of baseline rule '{base.id}'"))
-        case (NoSecrets(), NoSecrets()) | (Sbom(), Sbom()):
-            pass
-    return found
-
-
-def _kind(rule: AnyRule) -> str:
-    return str(type(rule).__struct_config__.tag)
-
-
-def _max_findings(base: MaxFindings, rule: MaxFindings) -> list[tuple[str, str]]:
-    found: list[tuple[str, str]] = []
-    if rule.max > base.max:
-        found.append(("max", f"{rule.max} allows more than the baseline's {base.max}"))
-    if SEVERITY_RANK[rule.severity] > SEVERITY_RANK[base.severity]:
-        found.append(
-            (
-                "severity",
-                f"{rule.severity} counts fewer findings than the baseline's {base.severity}",
-            )
-        )
-    if rule.overdue_only and not base.overdue_only:
-        found.append(("overdue_only", "the baseline counts every finding, not only overdue ones"))
-    return found
-
-
-def _required_scans(base: RequiredScans, rule: RequiredScans) -> list[tuple[str, str]]:
-    found: list[tuple[str, str]] = []
-    missing = sorted(set(base.scanners) - set(rule.scanners))
-    if missing:
-        found.append(("scanners", f"drops baseline scanners: {', '.join(missing)}"))
-    if rule.max_age_hours > base.max_age_hours:
-        found.append(
-            (
-                "max_age_hours",
-                f"{rule.max_age_hours:g} exceeds the baseline's {base.max_age_hours:g}",
-            )
-        )
-    if base.full and not rule.full:
-        found.append(("full", "the baseline requires full scans"))
-    return found
-
-
-def _tests(base: Tests, rule: Tests) -> list[tuple[str, str]]:
-    found: list[tuple[str, str]] = []
-    for name in ("min_pass_rate", "min_coverage"):
-        floor, value = getattr(base, name), getattr(rule, name)
-        if floor is not None and (value is None or value < floor):
-            found.append((name, f"must be at least the baseline's {floor:g}"))
-    if base.suites is not None:
-        missing = sorted(set(base.suites) - set(rule.suites or ()))
-        if missing:
-            found.append(("suites", f"drops baseline suites: {', '.join(missing)}"))
-    if base.max_age_hours is not None and (
-        rule.max_age_hours is None or rule.max_age_hours > base.max_age_hours
-    ):
-        found.append(("max_age_hours", f"must be at most the baseline's {base.max_age_hours:g}"))
-    return found
-
-
-def _approvals(base: Approvals, rule: Approvals) -> list[tuple[str, str]]:
-    found: list[tuple[str, str]] = []
-    if rule.count < base.count:
-        found.append(("count", f"{rule.count} is fewer than the baseline's {base.count}"))
-    extra = sorted(set(rule.roles) - set(base.roles))
-    if extra:
-        found.append(("roles", f"adds roles the baseline does not accept: {', '.join(extra)}"))
-    if rule.ttl_hours > base.ttl_hours:
-        found.append(("ttl_hours", f"{rule.ttl_hours:g} exceeds the baseline's {base.ttl_hours:g}"))
-    return found
-
-
-def _window_key(window: Window) -> bytes:
-    """A window without its reason: rewording a reason keeps the window."""
-    return msgspec.json.encode(msgspec.structs.replace(window, reason=None))
-
-
-def _describe(window: Window) -> str:
-    if window.start is not None and window.end is not None:
-        return f"{window.start.isoformat()}..{window.end.isoformat()}"
-    return f"{','.join(window.days or [])} {window.from_}-{window.to}"
-
-
-def effective_rules(
-    baseline: PolicyDocument | None, project: PolicyDocument | None
-) -> list[tuple[Source, AnyRule]]:
-    """Baseline rules, then project rules; a project rule replaces only a rule it tightens."""
-    base_rules = baseline.rules if baseline else []
-    project_rules = project.rules if project else []
-    by_id = {rule.id: rule for rule in base_rules}
-    replaced = {
-        rule.id
-        for rule in project_rules
-        if rule.id in by_id and not _loosenings(by_id[rule.id], rule)
-    }
-    kept: list[tuple[Source, AnyRule]] = [
-        ("baseline", rule) for rule in base_rules if rule.id not in replaced
-    ]
-    return kept + [("project", rule) for rule in project_rules]
-
-
-def effective_exception_max_days(
-    baseline: PolicyDocument | None, project: PolicyDocument | None
-) -> int:
-    """The shortest exception expiry either policy allows (the contract default without any)."""
-    days = [
-        doc.exception_max_days
-        for doc in (baseline, project)
-        if doc is not None and doc.exception_max_days is not None
-    ]
-    return min(days, default=DEFAULT_EXCEPTION_MAX_DAYS)
-
-
-# --- diff -------------------------------------------------------------------------------------
-
-
-def diff_policies(old: dict[str, Any] | None, new: dict[str, Any]) -> list[dict[str, Any]]:
-    """Changes from `old` to `new` (`policy_as_dict` forms): top-level fields, then rules by id.
-
-    A missing field and a null one are the same; a rule whose kind changes is removed and
-    added. Order: top-level fields (sorted), removed rules (old order), then added and changed
-    rules (new order), each rule's fields in its own order.
-    """
-    before = old or {}
-    ops: list[dict[str, Any]] = []
-    for name in sorted((set(before) | set(new)) - {"rules"}):
-        ops += _field_ops(name, before.get(name), new.get(name))
-    old_rules = _rules_by_id(before)
-    new_rules = _rules_by_id(new)
-    for rule_id, rule in old_rules.items():
-        if rule_id not in new_rules or new_rules[rule_id].get("kind") != rule.get("kind"):
-            ops.append({"op": "remove", "path": f"rules[id={rule_id}]", "old": rule, "new": None})
-    for rule_id, rule in new_rules.items():
-        previous = old_rules.get(rule_id)
-        path = f"rules[id={rule_id}]"
-        if previous is None or previous.get("kind") != rule.get("kind"):
-            ops.append({"op": "add", "path": path, "old": None, "new": rule})
-            continue
-        for name in [*previous, *(key for key in rule if key not in previous)]:
-            ops += _field_ops(f"{path}.{name}", previous.get(name), rule.get(name))
-    return ops
-
-
-def _rules_by_id(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    rules: dict[str, dict[str, Any]] = {}
-    for rule in doc.get("rules") or []:
-        rules.setdefault(str(rule.get("id")), rule)
-    return rules
-
-
-def _field_ops(path: str, old: Any, new: Any) -> list[dict[str, Any]]:
-    if old == new:
-        return []
-    op = "add" if old is None else "remove" if new is None else "change"
-    return [{"op": op, "path": path, "old": old, "new": new}]
