@@ -473,7 +473,7 @@ async def check_invariants(
 ) -> Report:
     """Stored once, published once, projected once, audit chain intact; raises naming what
     was lost or doubled."""
-    from domain.stored import EnvelopeDecoder
+    from domain.stored_decoder import EnvelopeDecoder
     from services.runtime import build_app
     from services.settings import Settings
 
