@@ -33,7 +33,6 @@ _NUL_ESCAPE = re.compile(rb"(?:^|[^\\])(?:\\\\)*\\u0000")
 #: A JSON escape of NUL or of a surrogate (lone unless a pair; the transcoder writes neither:
 #: it writes every character but controls, quote and backslash as UTF-8).
 _SUSPECT_ESCAPE = re.compile(rb"(?:^|[^\\])(?:\\\\)*\\u(?:0000|[dD][89a-fA-F])")
-_SUSPECT_MARKS = (b"\\u0000", b"\\ud", b"\\uD")
 E = TypeVar("E")
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -51,14 +50,15 @@ def storable_state(state: bytes) -> bytes:
     """A stored event's JSON state with NUL and lone surrogates in its text escaped visibly.
 
     Clean state (every event stored since the rule) is returned as it is, the same object,
-    after a few substring scans at C speed. Only state holding a JSON escape of NUL or of a
-    surrogate is decoded, and rewritten only if a string or key really holds one: as the
-    transcoder writes it (compact, UTF-8, key order kept), so nothing else changes.
+    after one or two substring scans at C speed (under a microsecond for a typical event).
+    Only state holding a JSON escape of NUL or of a surrogate is decoded, and rewritten only
+    if a string or key really holds one: as the transcoder writes it (compact, UTF-8, key
+    order kept), so nothing else changes.
     """
-    if not (_SUSPECT_MARKS[0] in state or _SUSPECT_MARKS[1] in state or _SUSPECT_MARKS[2] in state):
-        return state
+    if b"\\" not in state or b"\\u" not in state:
+        return state  # no JSON escape at all (`memchr`), or none of the form `\uXXXX`
     if not _SUSPECT_ESCAPE.search(state):
-        return state  # only escaped backslashes before `u0000` / `ud…`: text, not a character
+        return state  # a control other than NUL, or an escaped backslash before `u0000`
     try:
         value = json.loads(state)
     except ValueError:  # not JSON: the mapper reports it as it always has
