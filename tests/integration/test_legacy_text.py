@@ -141,6 +141,19 @@ async def test_old_events_holding_nul_and_lone_surrogates_project_rebuild_and_ve
         head = await _head(url)
         await eventually(lambda: _caught_up(stack, head), timeout=30)
 
+        # time travel recomputes the aggregates from the store, through the same mapper
+        for position, status in ((lone, "open"), (triaged, "false_positive")):
+            r = await stack.http.get(
+                f"/v1/projects/{project}/state",
+                params={"as_of": str(position)},
+                headers=stack.admin,
+            )
+            assert r.status_code == 200, r.text
+            then = {f["id"]: f for f in r.json()["findings"]}
+            assert then[str(nul_id)]["title"] == "a\\u0000b"
+            assert then[str(nul_id)]["status"] == status
+            assert then[str(lone_id)]["title"] == "c\\ud800d"
+
         # the rebuild path gives the live rows; audit verification recomputes the same chain
         live = await _checksums(url)
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
