@@ -85,10 +85,42 @@ def explain(message: str) -> str:
     return message
 
 
+def visible(match: re.Match[str]) -> str:
+    """One matched character spelled as the six characters `\\uXXXX` (lower-case hex, as JSON
+    spells it): the one convention PeaRL uses for characters it cannot or will not store."""
+    return f"\\u{ord(match.group()):04x}"
+
+
 def escape_controls(text: str) -> str:
     """`text` with every control character and lone surrogate written as a visible escape.
 
     For what PeaRL records from a request on its own account (a refused path, a header):
     always storable, on one line, and still showing what was sent.
     """
-    return CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return CONTROL.sub(visible, text)
+
+
+def escape_unstorable(text: str) -> str:
+    """`text` with NUL and lone surrogates (only those) written as visible escapes.
+
+    For text stored before these rules (`domain/storable.py` `storable_state`): every other
+    character stays as it was stored, so a clean text is returned unchanged.
+    """
+    return UNSTORABLE.sub(visible, text) if UNSTORABLE.search(text) else text
+
+
+def escape_unstorable_in(value: Any) -> Any:
+    """`value` with `escape_unstorable` applied to every string and key in it (dicts, lists,
+    tuples, nested); anything else is returned as it is."""
+    if isinstance(value, str):
+        return escape_unstorable(value)
+    if isinstance(value, dict):
+        return {
+            (escape_unstorable(k) if isinstance(k, str) else k): escape_unstorable_in(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [escape_unstorable_in(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(escape_unstorable_in(v) for v in value)
+    return value

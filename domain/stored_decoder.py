@@ -5,6 +5,10 @@ replay of a large store spends most of its time there. This reads the transcoder
 msgspec and maps it the same way `domain.wire.to_envelope` does. Anything it is not sure about
 (a cipher or compressor, an upcast, an unknown transcoding, JSON msgspec refuses) goes through
 the mapper and `to_envelope`, so the result is always the same.
+
+Text no store can hold (NUL, lone surrogates) in events stored before the rule against it is
+escaped visibly first (`domain.storable.storable_state`, the same function the mapper reads
+through), so what the relay publishes, the rebuild replays and audit verification hashes agree.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from eventsourcing.utils import resolve_topic
 
 from contracts.envelope import EventEnvelope, event_type
 from domain.base import PEARL_NS
+from domain.storable import plain_json, storable_event, storable_state
 from domain.wire import _META, _PRIVATE, snake, to_envelope
 
 #: Keys of the stored state that never reach the envelope's data.
@@ -94,6 +99,8 @@ class EnvelopeDecoder:
             and type(transcoder.names.get("uuid_hex")) is UUIDAsHex
             and type(transcoder.names.get("datetime_iso")) is DatetimeAsISO
         )
+        #: the state is the transcoder's JSON: old unstorable text is escaped on the bytes
+        self._plain = plain_json(mapper)
         self._kinds: dict[str, _Kind | None] = {}
         self._decode = msgspec.json.Decoder(float_hook=self._float).decode
         #: events decoded with a float in them or by the mapper: their data may hold more than
@@ -108,6 +115,8 @@ class EnvelopeDecoder:
         self, position: int, originator_id: UUID | str, version: int, topic: str, state: bytes
     ) -> EventEnvelope:
         """The envelope of one stored event at its notification position."""
+        if self._plain:
+            state = storable_state(state)
         kind = self._kinds[topic] if topic in self._kinds else self._learn(topic)
         if kind is not None:
             try:
@@ -116,7 +125,8 @@ class EnvelopeDecoder:
                 pass
         self.unsure += 1
         stored = StoredEvent(originator_id, version, topic, state)
-        return to_envelope(self._mapper.to_domain_event(stored), position)
+        event = self._mapper.to_domain_event(stored)
+        return to_envelope(event if self._plain else storable_event(event), position)
 
     def _learn(self, topic: str) -> _Kind | None:
         kind: _Kind | None = None

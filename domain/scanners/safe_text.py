@@ -15,20 +15,16 @@ from collections.abc import Iterable, Iterator
 
 import msgspec
 
+from contracts.text import visible
 from domain.scanners.model import Draft
 
 UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 _FIELDS = Draft.__struct_fields__
 
 
-def _visible(match: re.Match[str]) -> str:
-    """Spell one unsafe character as `\\uXXXX`."""
-    return f"\\u{ord(match.group()):04x}"
-
-
 def escape(value: str) -> str:
     """Return value with every unsafe character written as `\\uXXXX` (unchanged when clean)."""
-    return UNSAFE.sub(_visible, value) if UNSAFE.search(value) else value
+    return UNSAFE.sub(visible, value) if UNSAFE.search(value) else value
 
 
 def is_safe(value: str) -> bool:

@@ -8,11 +8,10 @@ import logging
 import re
 from typing import Any
 
-import msgspec
 import pytest
 
 from contracts.envelope import event_type
-from projections import findings, runner
+from projections import findings
 from services.cli.main import main
 from services.projector import Projector
 from services.relay import Relay
@@ -165,87 +164,3 @@ async def test_ready_reports_relay_and_projection_lag_and_stuck_processes(
             for task in tasks:
                 with contextlib.suppress(Exception):
                     await task
-
-
-def _poisoned(value: Any, marker: str) -> Any:
-    """The stored event's state with the `marker` string replaced by one holding a NUL."""
-    if isinstance(value, dict):
-        return {k: _poisoned(v, marker) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_poisoned(v, marker) for v in value]
-    return "a\x00b" if value == marker else value
-
-
-async def test_an_event_in_the_store_that_postgresql_text_cannot_hold_is_reported(
-    fresh_settings: Settings, monkeypatch: pytest.MonkeyPatch
-):
-    """Written straight into the event store with SQL (as an old bug could have): the projector
-    fails with PostgreSQL's own error, and says so until a fixed projection applies it."""
-    import json
-    import uuid
-
-    import psycopg
-
-    async with running_stack(fresh_settings) as stack:
-        _, project, _ = await make_org_and_project(stack.http, stack.admin)
-        marker = f"marker-{uuid.uuid4().hex[:8]}"
-        r = await stack.http.post(
-            f"/v1/projects/{project}/findings",
-            json=finding_body(title=marker, rule_id="template"),
-            headers=stack.admin,
-        )
-        assert r.status_code == 201, r.text
-        url = fresh_settings.database_url or ""
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            cur = await conn.execute(
-                "SELECT originator_version, topic, state FROM pearl_events"
-                " WHERE notification_id = %s",
-                (r.json()["position"],),
-            )
-            version, topic, state = await cur.fetchone()  # type: ignore[misc]
-            poison = json.dumps(_poisoned(json.loads(bytes(state)), marker)).encode()
-            assert b"\\u0000" in poison
-            cur = await conn.execute(
-                "INSERT INTO pearl_events (originator_id, originator_version, topic, state)"
-                " VALUES (%s, %s, %s, %s) RETURNING notification_id",
-                (uuid.uuid4(), version, topic, poison),
-            )
-            position = (await cur.fetchone())[0]  # type: ignore[index]
-
-        async def failing() -> dict[str, Any] | None:
-            code, body = await _ready(stack)
-            failure = body["projections"]["read_models"]["failure"]
-            return failure if code == 503 and failure else None
-
-        failure = await eventually(failing, timeout=30)
-        assert failure["position"] == position
-        assert failure["projection"] == "findings"
-        assert "NUL" in failure["error"], failure
-
-        assert "a\\u0000" not in failure["error"]  # /ready is public: no data quoted
-
-        # a projector fixed to store the character escaped applies it; the failure clears
-        apply_events = runner.apply_events
-
-        def escaped(value: Any) -> Any:
-            if isinstance(value, str):
-                return value.replace("\x00", "\\u0000")
-            if isinstance(value, dict):
-                return {k: escaped(v) for k, v in value.items()}
-            if isinstance(value, list):
-                return [escaped(v) for v in value]
-            return value
-
-        async def fixed(conn: Any, cur: Any, envelopes: Any, chosen: Any) -> None:
-            clean = [msgspec.structs.replace(e, data=escaped(e.data)) for e in envelopes]
-            await apply_events(conn, cur, clean, chosen)
-
-        monkeypatch.setattr(runner, "apply_events", fixed)
-
-        async def recovered() -> bool:
-            code, body = await _ready(stack)
-            return code == 200 and body["projections"]["read_models"]["position"] >= position
-
-        await eventually(recovered, timeout=30)
-        _, body = await _ready(stack)
-        assert body["projections"]["read_models"]["failure"] is None

@@ -11,9 +11,11 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 
 from contracts.commands import CreateOrg, CreateProject
+from contracts.text import unstorable_at
 from domain.base import stable_id
 from domain.finding import finding_id
 from domain.pearl_app import PearlApp
+from domain.storable import StorableMapper, storable_state
 from domain.stored_decoder import EnvelopeDecoder, event_id
 from domain.wire import to_envelope
 from tests.unit.test_event_contracts import _scenario, _store_v1_recorded
@@ -131,3 +133,86 @@ def test_event_id_is_the_stable_id_when_computed_without_uuid_objects() -> None:
         aggregate = str(uuid.uuid4())
 
         assert event_id(aggregate, version) == str(stable_id("event", aggregate, str(version)))
+
+
+# --- events stored before the text rules (ADR 0010) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stored", "read"),
+    [
+        ("a\x00b", "a\\u0000b"),
+        ("c\ud800d", "c\\ud800d"),
+        ("\udfff\x00", "\\udfff\\u0000"),
+        ("pair \U0001f600 \ud83d\ude00", "pair \U0001f600 \U0001f600"),  # not lone: kept
+        ("already \\u0000 escaped", "already \\u0000 escaped"),
+    ],
+)
+def test_old_unstorable_text_is_read_escaped_by_the_decoder_and_the_mapper(
+    stored: str, read: str
+) -> None:
+    app, project = _app_with_project()
+    _store_recorded(app, project, title=stored, details={stored: [stored]})
+
+    slow, fast = _both(app)[-1]
+
+    assert fast == slow
+    assert fast.data["title"] == read
+    assert fast.data["details"] == {read: [read]}
+    assert unstorable_at(fast.data) is None
+
+
+def test_clean_state_is_returned_as_it_is_without_being_decoded() -> None:
+    app = _scenario()
+    for n in app.recorder.select_notifications(1, 10_000):
+        assert storable_state(n.state) is n.state
+    escaped = json.dumps({"title": "a\\u0000 \\ud800 \\\\u0000"}).encode()
+    assert storable_state(escaped) is escaped
+
+
+def test_a_repaired_state_changes_nothing_but_the_unstorable_characters() -> None:
+    state = {"title": "a\x00b", "n": 1, "f": 0.1, "u": "Ünï \u2028", "z": None, "k": [True]}
+    old = json.dumps(state).encode()
+
+    repaired = storable_state(old)
+
+    assert json.loads(repaired) == {**state, "title": "a\\u0000b"}
+    assert list(json.loads(repaired)) == list(state)
+    assert storable_state(repaired) is repaired  # once escaped, clean for good
+
+
+def test_an_aggregate_from_an_old_event_takes_later_commands() -> None:
+    app, project = _app_with_project()
+    _store_recorded(app, project, title="a\x00b")
+    fid = UUID(str(list(app.recorder.select_notifications(1, 100))[-1].originator_id))
+    admin = app.authenticate(app.bootstrap_admin_key())
+
+    assert app.get_finding(admin, fid).title == "a\\u0000b"
+    app.triage_finding(admin, fid, "false_positive", "test code")
+
+    finding = app.get_finding(admin, fid)
+    assert finding.status == "false_positive" and finding.title == "a\\u0000b"
+    # a later event copying the title would be storable: the aggregate holds no NUL
+    assert unstorable_at(vars(finding)) is None
+
+
+class _Reversing:
+    """A stand-in cipher: the stored state is not plain JSON, so the decoded event is walked."""
+
+    def encrypt(self, plaintext: bytes) -> bytes:
+        return plaintext[::-1]
+
+    def decrypt(self, ciphertext: bytes) -> bytes:
+        return ciphertext[::-1]
+
+
+def test_old_unstorable_text_is_escaped_when_the_state_is_enciphered() -> None:
+    app, project = _app_with_project()
+    _store_recorded(app, project, title="a\x00b")
+    plain = list(app.recorder.select_notifications(1, 100))[-1]
+    mapper = StorableMapper(app.mapper.transcoder, cipher=_Reversing())  # type: ignore[arg-type]
+    stored = StoredEvent(plain.originator_id, 1, plain.topic, plain.state[::-1])
+
+    assert mapper.to_domain_event(stored).title == "a\\u0000b"  # type: ignore[attr-defined]
+    env = EnvelopeDecoder(mapper).envelope(9, stored.originator_id, 1, stored.topic, stored.state)
+    assert env.data["title"] == "a\\u0000b"
