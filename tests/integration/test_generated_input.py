@@ -1,42 +1,53 @@
 """Generated hostile input at every entry point (issue 19): no 5xx, no poisoned history.
 
 Every operation of the OpenAPI document `create_app` produces (so a new route is covered
-without touching this test) and every bus command of the worker's table get strings from
-all of Unicode (NUL, C0/C1 controls, lone surrogates, U+FFFF, RTL marks, 1 MB strings),
-deep and wide nesting, wrong types and wrong content types, with and without a credential;
-in the body, the query string and the path. Then: every HTTP refusal is problem+json with
-a `type`, every bus refusal is in PEARL_DLQ with a reason (never a transient give-up), and
-the projections reach the store head with every audit chain intact.
+without touching this test) and every bus command of the worker's table get strings from all of
+Unicode (NUL, C0/C1 controls, lone surrogates, U+FFFF, RTL marks, 1 MB strings), deep and wide
+nesting, wrong types and wrong content types, with and without a credential; in the body, the
+query string and the path. `min_position` is drawn freely (below, at and far beyond the store
+head, past 64 bits, not a number); report uploads also get reports nested 100,000 deep, 150,000
+wide, real reports tainted with control characters, and not-JSON; bus bodies also get bytes
+hostile to the decoder (nesting 100,000 deep, invalid UTF-8, numbers past any float or int64,
+truncated JSON), spliced into any data field. Then: every HTTP refusal is problem+json with a
+`type`, every bus refusal is in PEARL_DLQ with a reason (never a transient give-up), and the
+projections reach the store head with every audit chain intact.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import random
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from services import telemetry
 from services.api.openapi import openapi_document
 from services.commands import ROUTES
-from tests.conftest import provisioned
+from tests.conftest import provisioned, samples_dir
 from tests.support.health import assert_history_intact
 from tests.support.helpers import eventually, make_org_and_project
 from tests.support.hostile import (
+    DEEP,
+    HOSTILE_FRAGMENTS,
     body_for,
+    bus_body,
     bus_json_value,
     bus_text,
     content_type,
+    encode_json,
     fields_of,
     hostile_text,
+    pick,
+    position_value,
     query_value,
+    report_body,
+    taint,
     url_text,
 )
 from tests.support.infra import Servers
@@ -54,13 +65,13 @@ async def stack(infra: Servers) -> Any:
 
 
 HTTP_EXAMPLES = 12  # per operation (~80 of them)
+REPORT_EXAMPLES = 40  # for each route that streams a scanner report into the parsers
 BUS_EXAMPLES = 8  # each example publishes one message to every command subject (~17)
-#: `min_position` beyond the store head waits `read_wait_max_seconds`, then 503 (issue 19,
-#: defect 8, fixed separately): it is not generated here.
-SKIPPED_PARAMS = {"min_position"}
-#: Report uploads stream their own body into the report parsers, whose memory under deep
-#: nesting is issue 19's defect 5 (fixed separately): they get small bodies only.
+#: Report uploads stream their own body into the report parsers: they get reports hostile in
+#: shape and content (`report_body`) as well as everything else.
 STREAMED = {"submitScan"}
+#: Small real reports, to be tainted with hostile text.
+SAMPLES = ["semgrep-pyyaml-3.13.json", "semgrep-pyyaml-3.13.sarif", "bandit-pyyaml-3.13.json"]
 
 
 @dataclass(frozen=True)
@@ -85,9 +96,7 @@ def operations() -> list[Operation]:
                 for p in params
                 if p["in"] == "path"
             }
-            query = [
-                p["name"] for p in params if p["in"] == "query" and p["name"] not in SKIPPED_PARAMS
-            ]
+            query = [p["name"] for p in params if p["in"] == "query"]
             body = op.get("requestBody", {}).get("content", {}).get("application/json")
             fields = fields_of(body["schema"], components) if body else None
             found.append(
@@ -115,9 +124,14 @@ class Known:
     org: str
     project: str
     tokens: list[str]
+    samples: list[bytes] = field(default_factory=list)
     turn: int = 0
     sent: int = 0
-    seen: dict[str, set[int]] = field(default_factory=dict)
+    seen: dict[str, set[str]] = field(default_factory=dict)  # operation -> problem types, 2xx
+
+
+def query_for(name: str) -> st.SearchStrategy[Any]:
+    return position_value if name == "min_position" else query_value
 
 
 def request_for(op: Operation, known: Known) -> st.SearchStrategy[Request]:
@@ -145,17 +159,49 @@ def request_for(op: Operation, known: Known) -> st.SearchStrategy[Request]:
     if op.fields is not None:
         body = body_for(op.fields)
     elif op.operation_id in STREAMED:
-        body = body_for([], deep=False)
+        body = st.one_of(body_for([]), report_body(known.samples), report_body(known.samples))
     elif op.method != "GET":
         body = st.one_of(st.none(), body_for([], deep=False))
     return st.builds(
         build,
         st.fixed_dictionaries({n: segment(k) for n, k in op.path_params.items()}),
-        st.fixed_dictionaries({}, optional={n: query_value for n in op.query_params}),
+        st.fixed_dictionaries({}, optional={n: query_for(n) for n in op.query_params}),
         body,
         content_type,
         st.sampled_from(["admin", "admin", "none", "garbage"]),
     )
+
+
+PROBLEM = "urn:pearl:problem:"
+
+
+def pinned_position(op: Operation) -> bool:
+    """A read whose only path parameters PeaRL can fill with something that exists."""
+    return (
+        op.method == "GET"
+        and "min_position" in op.query_params
+        and set(op.path_params) <= {"org", "project_id"}
+    )
+
+
+def pinned(op: Operation, known: Known) -> list[Request]:
+    """Examples every run sends: each probes one fix, with a credential and a real path."""
+    path = op.path.replace("{org}", known.org).replace("{project_id}", known.project)
+    found: list[Request] = []
+    if pinned_position(op):
+        for position in (2**70, 10**12):
+            query = [("min_position", str(position))]
+            found.append(Request(op.method, path, query, None, None, "admin", op.operation_id))
+    if op.operation_id in STREAMED and known.samples:
+        deep = b'{"runs":' + b"[" * DEEP + b"]" * DEEP + b"}"
+        tainted = encode_json(taint(json.loads(known.samples[0]), "\x00\x1b[31m\u202e\x85", False))
+        for body, ct in (
+            (deep, "application/json"),
+            (deep, "text/plain"),
+            (tainted, "application/json"),
+        ):
+            found.append(Request(op.method, path, [], body, ct, "admin", op.operation_id))
+    return found
 
 
 def check(request: Request, response: httpx.Response) -> None:
@@ -180,7 +226,8 @@ async def send(stack: Stack, known: Known, request: Request) -> httpx.Response:
     if request.content_type:
         headers["Content-Type"] = request.content_type
     # a new address for each anonymous caller: the brute-force limit is per address
-    address = f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(256)}"
+    a, b, c = uuid.uuid4().bytes[:3]
+    address = f"10.{a}.{b}.{c}"
     transport = httpx.ASGITransport(app=stack.http._transport.app, client=(address, 4000))  # type: ignore[attr-defined]
     query = "&".join(f"{k}={v}" for k, v in request.query)
     url = f"http://pearl.test{request.path}" + (f"?{query}" if query else "")
@@ -193,22 +240,27 @@ async def send(stack: Stack, known: Known, request: Request) -> httpx.Response:
 async def test_generated_hostile_http_input_never_5xx_nor_poisons_the_history(stack: Stack):
     org, project, _ = await make_org_and_project(stack.http, stack.admin)
     tokens = [await asyncio.to_thread(stack.app.bootstrap_admin_key, f"fuzz {i}") for i in range(4)]
-    known = Known(org, project, tokens)
+    found = [samples_dir() / name for name in SAMPLES]
+    known = Known(org, project, tokens, [p.read_bytes() for p in found if p.exists()])
     loop = asyncio.get_running_loop()
 
     def fuzz(op: Operation) -> None:
-        @settings(
-            max_examples=HTTP_EXAMPLES,
+        def operation(request: Request) -> None:
+            response = asyncio.run_coroutine_threadsafe(send(stack, known, request), loop)
+            answer = response.result(120)
+            check(request, answer)
+            seen = answer.json().get("type") if answer.status_code >= 400 else "2xx"
+            known.seen.setdefault(op.operation_id, set()).add(str(seen))
+
+        test = given(request_for(op, known))(operation)
+        for request in pinned(op, known):
+            test = example(request)(test)
+        settings(
+            max_examples=REPORT_EXAMPLES if op.operation_id in STREAMED else HTTP_EXAMPLES,
             deadline=None,
             database=None,
             suppress_health_check=list(HealthCheck),
-        )
-        @given(request_for(op, known))
-        def operation(request: Request) -> None:
-            response = asyncio.run_coroutine_threadsafe(send(stack, known, request), loop)
-            check(request, response.result(120))
-
-        operation()
+        )(test)()
 
     def each_operation() -> None:
         for op in OPERATIONS:
@@ -216,10 +268,28 @@ async def test_generated_hostile_http_input_never_5xx_nor_poisons_the_history(st
 
     await asyncio.to_thread(each_operation)
     assert known.sent >= 2 * len(OPERATIONS), known.sent  # hypothesis really sent them
+    # the pinned examples reached the fixes they probe (not refused earlier for another reason)
+    beyond = {op for op, types in known.seen.items() if PROBLEM + "position-beyond-head" in types}
+    assert beyond >= {op.operation_id for op in OPERATIONS if pinned_position(op)}, beyond
+    for op_id in STREAMED:
+        assert {PROBLEM + "report-too-complex", "2xx"} <= known.seen[op_id], known.seen[op_id]
     await assert_history_intact(stack, timeout=60)
 
 
 # --- the bus ------------------------------------------------------------------------------
+
+
+def scan_envelope(project: str) -> st.SearchStrategy[bytes]:
+    """`scan.submit` for a real project, its inline report hostile to the decoder or parsers."""
+    reports = st.one_of(pick(HOSTILE_FRAGMENTS), report_body([]))
+    return st.builds(
+        lambda ident, report: (
+            b'{"id": "%s", "data": {"project_id": "%s", "report": %s}}'
+            % (str(ident).encode(), project.encode(), report)
+        ),
+        st.uuids(),
+        reports,
+    )
 
 
 def envelope_for(fields: list[str]) -> st.SearchStrategy[bytes]:
@@ -234,10 +304,8 @@ def envelope_for(fields: list[str]) -> st.SearchStrategy[bytes]:
         envelope.map(lambda e: json.dumps(e, ensure_ascii=False).encode("utf-8", "surrogatepass")),
         bus_json_value.map(lambda v: json.dumps(v).encode()),
         st.binary(max_size=64),
-        # deeper than this is issue 19's defect 4 (the worker's decoding), fixed separately
-        st.sampled_from(
-            [b"[" * 500 + b"]" * 500, b'{"id": "x", "data": ' + b"[" * 400 + b"]" * 400 + b"}"]
-        ),
+        bus_body(fields),
+        bus_body(fields),
     )
 
 
@@ -245,7 +313,7 @@ BUS_COMMANDS = sorted(ROUTES.items())
 
 
 async def test_generated_hostile_bus_commands_are_applied_or_dead_lettered(stack: Stack):
-    org, _, _ = await make_org_and_project(stack.http, stack.admin)
+    org, project, _ = await make_org_and_project(stack.http, stack.admin)
     js = stack.nc.jetstream()
     loop = asyncio.get_running_loop()
     published: list[str] = []
@@ -266,10 +334,12 @@ async def test_generated_hostile_bus_commands_are_applied_or_dead_lettered(stack
         *(
             st.tuples(
                 st.sampled_from([org, org, "system", "no-such-org"]),
-                envelope_for(list(route.body.__struct_fields__)),
+                st.one_of(envelope_for(list(route.body.__struct_fields__)), scan_envelope(project))
+                if (aggregate, command) == ("scan", "submit")
+                else envelope_for(list(route.body.__struct_fields__)),
                 st.sampled_from(["admin", "admin", "none", "garbage"]),
             )
-            for _, route in BUS_COMMANDS
+            for (aggregate, command), route in BUS_COMMANDS
         )
     )
 
@@ -306,6 +376,9 @@ async def test_generated_hostile_bus_commands_are_applied_or_dead_lettered(stack
         assert headers.get("Pearl-Dlq-Code"), marker
         # a refusal is permanent and immediate, never a bug retried until the worker gave up
         assert not headers["Pearl-Dlq-Reason"].startswith("gave up"), headers
+    # bodies 100,000 deep reached the worker's decoder and were parked with their reason
+    reasons = [headers["Pearl-Dlq-Reason"] for headers in parked.values()]
+    assert any("nested too deeply" in reason for reason in reasons), reasons[:20]
     await assert_history_intact(stack, timeout=60)
 
 

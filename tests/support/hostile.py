@@ -23,6 +23,12 @@ LARGE = [
     "\ud800" * 10_000,
 ]
 
+
+def pick(values: list[Any]) -> st.SearchStrategy[Any]:
+    """`sampled_from` for large values: its repr (which hypothesis builds) names no value."""
+    return st.integers(min_value=0, max_value=len(values) - 1).map(lambda i: values[i])
+
+
 hostile_char = st.one_of(
     st.sampled_from([c for c in SPECIAL if len(c) == 1]), st.characters(exclude_categories=())
 )
@@ -35,7 +41,7 @@ def texts(large: list[str]) -> st.SearchStrategy[str]:
         st.lists(st.sampled_from(SPECIAL), min_size=1, max_size=6).map("".join),
         st.builds(lambda a, s, b: a + s + b, st.text(max_size=8), st.sampled_from(SPECIAL),
                   st.text(max_size=8)),
-        st.sampled_from(large),
+        pick(large),
     )  # fmt: skip
 
 
@@ -71,9 +77,7 @@ def nested(depth: int, opener: str) -> str:
 
 
 deep_json = st.builds(nested, st.sampled_from([65, 1_100, 20_000, 100_000]), st.sampled_from("[{"))
-wide_json = st.sampled_from(
-    [json.dumps(list(range(150_000))), json.dumps({str(i): i for i in range(50_000)})]
-)
+wide_json = pick([json.dumps(list(range(150_000))), json.dumps({str(i): i for i in range(50_000)})])
 
 
 def encode_json(value: Any) -> bytes:
@@ -137,3 +141,149 @@ query_value = st.one_of(
     st.integers(min_value=-(2**80), max_value=2**80),
     st.sampled_from(["true", "false", "", "2026-13-45T99:00:00", "1e999", "NaN"]),
 )
+
+
+#: `min_position`: real positions (at or below the store head), positions beyond it (422
+#: `position-beyond-head` at once), beyond any 64-bit integer, negative, and not a number.
+position_value = st.one_of(
+    st.integers(min_value=0, max_value=100),
+    st.integers(min_value=10**6, max_value=2**63 - 1),
+    st.integers(min_value=2**63, max_value=2**200),
+    st.integers(max_value=-1),
+    pick(["1.5", "0x10", "1e3", "+1", " 1", "00", "\u0661\u0662", "", "9" * 5_000]),
+    query_value,
+)
+
+DEEP = 100_000
+#: JSON value fragments that are hostile to a decoder rather than to a validator: nesting far
+#: past any recursion limit, numbers beyond any float or 64-bit integer, invalid UTF-8 (in
+#: and out of strings), escaped lone surrogates and NUL, a raw control character in a string.
+HOSTILE_FRAGMENTS = [
+    b"[" * DEEP + b"]" * DEEP,
+    b'{"a":' * DEEP + b"1" + b"}" * DEEP,
+    b"[" * 1_100 + b"]" * 1_100,
+    b"[" * 20_000 + b"]" * 20_000,
+    b"9" * 100_000,
+    b"-" + b"9" * 5_000,
+    b"1e999999",
+    b"-1e-999999",
+    b"0." + b"1" * 10_000,
+    b'"\xff\xfe\xc3\x28"',
+    b'"\xed\xa0\x80"',  # a lone surrogate, encoded
+    b"\xc3\x28",
+    b'"\\ud800"',
+    b'"\\u0000"',
+    b'"a\x00b\x1b[31m\x85"',
+    b'"' + b"\\" * 10_001 + b'"',
+    b"[" * 500,  # never closed
+]
+
+
+def envelope_bytes(ident: str, name: str, fragment: bytes) -> bytes:
+    """A command envelope whose `data.<name>` is `fragment`, spliced in as raw bytes."""
+    return b'{"id": "%s", "data": {"%s": %s}}' % (ident.encode(), name.encode(), fragment)
+
+
+#: Whole bus bodies that no JSON decoder should be trusted with (each under 1 MB).
+HOSTILE_BODIES = [
+    b"[" * DEEP + b"]" * DEEP,
+    b'{"a":' * DEEP + b"1" + b"}" * DEEP,
+    b'{"id": "x", "data": ' + b"[" * DEEP + b"]" * DEEP + b"}",
+    b'{"id": ' + b"[" * DEEP + b"]" * DEEP + b', "data": {}}',
+    b'{"id": "\xff\xfe", "data": {}}',
+    b'\xef\xbb\xbf{"id": "x", "data": {}}',
+    b'{"id": "x", "id": "y", "data": {}, "data": []}',
+    b'{"id": "x", "data": {}} trailing',
+    b'{"id": "x", "data": {',
+    b"\x00" * 1_000,
+    b"",
+]
+
+
+def bus_body(field_names: list[str]) -> st.SearchStrategy[bytes]:
+    """Decode-hostile bytes: a whole hostile body, or a hostile fragment in one data field."""
+    ident = st.one_of(st.uuids().map(str), st.just("x"))
+    spliced = st.builds(
+        envelope_bytes,
+        ident,
+        st.sampled_from(field_names or ["x"]),
+        pick(HOSTILE_FRAGMENTS),
+    )
+    return st.one_of(spliced, spliced, pick(HOSTILE_BODIES))
+
+
+# --- scanner reports ----------------------------------------------------------------------
+
+
+def taint(value: Any, text: str, every: bool) -> Any:
+    """A report with `text` appended to its messages and snippets (`every`: to each string)."""
+    if isinstance(value, dict):
+        return {
+            k: (
+                v + text
+                if isinstance(v, str) and (every or k.lower() in PROSE_KEYS)
+                else taint(v, text, every)
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [taint(v, text, every) for v in value]
+    return value
+
+
+#: Where scanners put free text: messages, descriptions, code snippets.
+PROSE_KEYS = {
+    "text",
+    "message",
+    "issue_text",
+    "code",
+    "lines",
+    "snippet",
+    "description",
+    "markdown",
+}
+
+
+SARIF_HEAD = b'{"version":"2.1.0","runs":[{"results":['
+
+
+def report_body(samples: list[bytes]) -> st.SearchStrategy[bytes]:
+    """Scanner reports hostile in shape or content: deep, wide, control characters, not JSON."""
+    reports = [json.loads(s) for s in samples]
+    depth = st.sampled_from([65, 1_100, 20_000, DEEP])
+    deep = st.one_of(
+        depth.map(lambda n: b'{"runs":' + b"[" * n + b"]" * n + b"}"),
+        depth.map(lambda n: b'{"results":[' + b'{"a":' * n + b"1" + b"}" * n + b"]}"),
+        depth.map(lambda n: SARIF_HEAD + b"[" * n + b"]" * n + b"]}]}"),
+    )
+    wide = pick(
+        [
+            b'{"results":[' + b",".join([b"{}"] * 150_000) + b"]}",
+            b'{"runs":[{"tool":{"driver":{"name":"x"}},"results":['
+            + b",".join([b'{"ruleId":"r","message":{"text":"m"}}'] * 50_000)
+            + b"]}]}",
+            json.dumps({str(i): i for i in range(50_000)}).encode(),
+            b'{"results":[{"check_id":"' + b"x" * 2_000_000 + b'"}]}',
+        ]
+    )
+    kinds: list[st.SearchStrategy[bytes]] = [
+        deep,
+        wide,
+        pick(HOSTILE_FRAGMENTS),
+        st.binary(max_size=64),
+    ]
+    if reports:
+        tainted = st.builds(taint, pick(reports), hostile_text, st.booleans())
+        kinds += [
+            tainted.map(encode_json),
+            tainted.map(
+                lambda r: json.dumps(r, ensure_ascii=False).encode("utf-8", "surrogatepass")
+            ),
+            # raw (unescaped) control characters inside the report's strings: not JSON
+            st.builds(
+                lambda s, c: s.replace(b'": "', b'": "' + c, 50),
+                pick(samples),
+                st.sampled_from([b"\x00", b"\x1b", b"\x7f", b"\xc2\x85", b"\xff"]),
+            ),
+        ]
+    return st.one_of(*kinds)
