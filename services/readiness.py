@@ -20,14 +20,13 @@ from typing import Any
 
 import psycopg
 from nats.aio.client import Client
-from nats.js.errors import NotFoundError
 
 from contracts.subjects import Subjects
 from projections.queries import Pool
 from projections.status import Failure, StoreStatus, error_text, read_status
+from services.relay import stream_position
 from services.settings import Settings
 
-POSITION_HEADER = "Pearl-Position"  # what the relay stamps on every published event
 EVENTS_TABLE = "pearl_events"
 
 
@@ -72,19 +71,6 @@ def failure_body(failure: Failure) -> dict[str, Any]:
     }
 
 
-async def relay_position(nc: Client, subjects: Subjects) -> int:
-    """The store position of the last event the relay published (0: the stream is empty)."""
-    js = nc.jetstream()
-    info = await js.stream_info(subjects.events_stream)
-    if not info.state.last_seq:
-        return 0
-    try:
-        msg = await js.get_msg(subjects.events_stream, seq=info.state.last_seq)
-    except NotFoundError:
-        return 0
-    return int((msg.headers or {}).get(POSITION_HEADER, "0"))
-
-
 class Readiness:
     """Computes reports; remembers positions between calls to see what is stuck."""
 
@@ -121,7 +107,7 @@ class Readiness:
         if nc is not None and connected:
             try:
                 async with asyncio.timeout(timeout):
-                    relay = await relay_position(nc, self.subjects)
+                    relay = await stream_position(nc.jetstream(), self.subjects)
             except Exception as exc:
                 report.checks["relay"] = f"unknown: {error_text(exc)}"
         else:
