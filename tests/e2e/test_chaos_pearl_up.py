@@ -10,19 +10,12 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from services.embedded import find_free_port
 from services.supervisor import PROCESSES, read_env_file
 from tests.conftest import samples_dir
 from tests.support.chaos import (
@@ -35,75 +28,18 @@ from tests.support.chaos import (
     measure_catch_up,
     say,
 )
+from tests.support.pearl_up import PearlUp, pearl_up_running
 
 pytestmark = pytest.mark.e2e
 TARGETS = (*PROCESSES, "nats", "postgres")
 
 
-class PearlUp:
-    """`pearl up` on its own home and port, output to a file; children found by pid file."""
-
-    def __init__(self, home: Path, port: int) -> None:
-        self.home = home
-        self.url = f"http://127.0.0.1:{port}"
-        self.out = home.parent / "pearl-up.out"
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("NATS_URL", "DATABASE_URL") and not k.startswith("PEARL_")
-        }
-        env["PEARL_RATE_LIMIT_PER_MINUTE"] = "10000000"  # one admin client drives the load
-        argv = [sys.executable, "-m", "services.cli.main", "up"]
-        with self.out.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [*argv, "--port", str(port), "--home", str(home)],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def output(self) -> str:
-        return self.out.read_text(errors="replace")
-
-    def pid(self, name: str) -> int | None:
-        try:
-            pid = int((self.home / "pids" / f"{name}.pid").read_text())
-        except (OSError, ValueError):
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        return pid
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
-
-
 @pytest.fixture
 def pearl_up() -> Iterator[PearlUp]:
-    # Not under pytest's basetemp: the embedded PostgreSQL runs as another user when we are
-    # root and must be able to reach its data dir.
-    base = Path(tempfile.mkdtemp(prefix="pearl-chaos-"))
-    base.chmod(0o755)
-    up = PearlUp(base / ".pearl", find_free_port())
-    try:
+    extra = {"PEARL_RATE_LIMIT_PER_MINUTE": "10000000"}  # one admin client drives the load
+    keep = bool(os.environ.get("PEARL_CHAOS_KEEP"))
+    with pearl_up_running("pearl-chaos-", extra, keep=keep) as up:
         yield up
-    finally:
-        code = up.stop()
-        if code != 0:
-            print(up.output()[-4000:])
-        if os.environ.get("PEARL_CHAOS_KEEP"):
-            print(f"[chaos] logs kept in {base}")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
 
 
 async def test_kill_9_each_process_and_server_under_pearl_up_loses_and_doubles_nothing(

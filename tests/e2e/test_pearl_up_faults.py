@@ -6,90 +6,25 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import nats
 import pytest
 
-from services.embedded import find_free_port
 from tests.support.helpers import eventually
+from tests.support.pearl_up import PearlUp, pearl_up_running
 
 pytestmark = pytest.mark.e2e
 
 
-class PearlUp:
-    """A `pearl up` with its own home and port; output to a file (never a full pipe)."""
-
-    def __init__(self, home: Path, port: int) -> None:
-        self.home = home
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.out = home.parent / "pearl-up.out"
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("NATS_URL", "DATABASE_URL") and not k.startswith("PEARL_")
-        }
-        with self.out.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "services.cli.main",
-                    "up",
-                    "--port",
-                    str(port),
-                    "--home",
-                    str(home),
-                ],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def output(self) -> str:
-        return self.out.read_text(errors="replace")
-
-    def pid(self, name: str) -> int | None:
-        try:
-            return int((self.home / "pids" / f"{name}.pid").read_text())
-        except (OSError, ValueError):
-            return None
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
-
-
 @pytest.fixture
 def pearl_up() -> Iterator[PearlUp]:
-    # Not under pytest's basetemp: a later pytest session takes the o+x bit off it, and the
-    # embedded PostgreSQL (another user when we are root) could not reach its data dir again.
-    base = Path(tempfile.mkdtemp(prefix="pearl-faults-"))
-    base.chmod(0o755)
-    up = PearlUp(base / ".pearl", find_free_port())
-    try:
+    with pearl_up_running("pearl-faults-") as up:
         yield up
-    finally:
-        code = up.stop()
-        print(up.output()[-4000:] if code != 0 else "")
-        shutil.rmtree(base, ignore_errors=True)
-        assert code == 0
 
 
 def alive(pid: int) -> bool:
