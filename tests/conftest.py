@@ -89,6 +89,15 @@ async def fresh_settings(infra: Servers) -> AsyncIterator[Settings]:
         yield s
 
 
+@pytest.fixture(scope="module")
+async def own_stack(infra: Servers) -> AsyncIterator[Stack]:
+    """A stack with a database and subject root of the module's own: for tests that tamper with
+    the history on purpose or flood it with generated input, so the shared one stays intact."""
+    telemetry.setup("tests", "WARNING")
+    async with provisioned(infra) as s, running_stack(s) as running:
+        yield running
+
+
 @pytest.fixture(scope="session")
 async def stack(settings: Settings) -> AsyncIterator[Stack]:
     telemetry.setup("tests", "WARNING")

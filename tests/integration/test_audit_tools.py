@@ -7,7 +7,6 @@ import io
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psycopg
@@ -15,21 +14,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services import audit_cli
-from tests.conftest import provisioned
 from tests.support.helpers import finding_body, make_org_and_project
-from tests.support.infra import Servers
 from tests.support.processes import process_env
-from tests.support.stack import Stack, running_stack
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-async def stack(infra: Servers) -> AsyncIterator[Stack]:
-    """A database of this module's own: these tests tamper with the audit log on purpose, and
-    the shared database's chains must stay intact for the tests that verify them afterwards."""
-    async with provisioned(infra) as settings, running_stack(settings) as running:
-        yield running
+def stack(own_stack: Stack) -> Stack:
+    return own_stack
 
 
 async def _activity(stack: Stack) -> tuple[str, int]:

@@ -26,10 +26,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from services import telemetry
 from services.api.openapi import openapi_document
 from services.commands import ROUTES
-from tests.conftest import provisioned, samples_dir
+from tests.conftest import samples_dir
 from tests.support.health import assert_history_intact
 from tests.support.helpers import eventually, make_org_and_project
 from tests.support.hostile import (
@@ -50,18 +49,14 @@ from tests.support.hostile import (
     taint,
     url_text,
 )
-from tests.support.infra import Servers
-from tests.support.stack import Stack, running_stack
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-async def stack(infra: Servers) -> Any:
-    """A stack of this module's own (database, subject root): what it creates stays here."""
-    telemetry.setup("tests", "WARNING")
-    async with provisioned(infra) as s, running_stack(s) as running:
-        yield running
+def stack(own_stack: Stack) -> Stack:
+    return own_stack
 
 
 HTTP_EXAMPLES = 12  # per operation (~80 of them)

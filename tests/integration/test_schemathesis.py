@@ -28,23 +28,17 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from services import telemetry
-from tests.conftest import provisioned
 from tests.support.health import assert_history_intact
 from tests.support.helpers import eventually
-from tests.support.infra import Servers
 from tests.support.processes import process_env
-from tests.support.stack import Stack, running_stack
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-async def stack(infra: Servers) -> Any:
-    """A stack of this module's own (database, subject root): what it creates stays here."""
-    telemetry.setup("tests", "WARNING")
-    async with provisioned(infra) as s, running_stack(s) as running:
-        yield running
+def stack(own_stack: Stack) -> Stack:
+    return own_stack
 
 
 CHECKS = [
