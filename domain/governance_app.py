@@ -137,13 +137,13 @@ class GovernanceCommands:
         idem: Idempotency | None = None,
         org: str | None = None,
     ) -> CommandResult:
-        project = self._project_for(principal, project_id, Action.PROFILE_SET, org)
-        if (replay := self._replay(project.org, idem)) is not None:
+        project = self.owned_project(principal, project_id, Action.PROFILE_SET, org)
+        if (replay := self.replayed(project.org, idem)) is not None:
             return replay
         profile = msgspec.to_builtins(cmd)
         project.set_profile(profile, principal.actor)
         ids = {"id": str(project.id), "profile": profile}
-        return self._commit(project.org, ids, idem, project)
+        return self.commit(project.org, ids, idem, project)
 
     # --- policies ---------------------------------------------------------------------------
 
@@ -160,15 +160,15 @@ class GovernanceCommands:
         pid: str | None = None
         if project_id is None:
             authorize(principal, Action.POLICY_MANAGE, org)
-            self._load(Org, org_id(org), f"org {org!r}")
+            self.load(Org, org_id(org), f"org {org!r}")
         else:
-            project = self._project_for(principal, project_id, Action.POLICY_MANAGE, org)
+            project = self.owned_project(principal, project_id, Action.POLICY_MANAGE, org)
             if environment not in project.environments:
                 raise InvalidInput(
                     f"environment {environment!r} is not one of {project.environments}"
                 )
             pid = str(project.id)
-        if (replay := self._replay(org, idem)) is not None:
+        if (replay := self.replayed(org, idem)) is not None:
             return replay
         document = validate_policy(cmd.policy)
         if pid is not None:
@@ -177,8 +177,8 @@ class GovernanceCommands:
                 raise PolicyInvalid(errors)
         policy_id = gate_policy_id(org, pid, environment)
         policy = (
-            self._load(GatePolicy, policy_id, "policy")
-            if self._exists(policy_id)
+            self.load(GatePolicy, policy_id, "policy")
+            if self.exists(policy_id)
             else GatePolicy(org=org, project_id=pid, environment=environment, actor=principal.actor)
         )
         changed = policy.revise(
@@ -199,7 +199,7 @@ class GovernanceCommands:
             "digest": current["digest"],
             "changed": changed,
         }
-        return self._commit(org, ids, idem, policy)
+        return self.commit(org, ids, idem, policy)
 
     def get_policy(
         self: AppHost, principal: Principal, org: str, project_id: UUID | None, environment: str
@@ -207,10 +207,10 @@ class GovernanceCommands:
         if project_id is None:
             authorize(principal, Action.POLICY_READ, org)
         else:
-            org = self._project_for(principal, project_id, Action.POLICY_READ).org
+            org = self.owned_project(principal, project_id, Action.POLICY_READ).org
         pid = str(project_id) if project_id else None
         try:
-            return self._load(GatePolicy, gate_policy_id(org, pid, environment), "policy")
+            return self.load(GatePolicy, gate_policy_id(org, pid, environment), "policy")
         except NotFound:
             where = "the org baseline" if pid is None else "the project"
             raise NotFound(f"{where} has no policy for {environment!r}") from None
@@ -219,7 +219,7 @@ class GovernanceCommands:
         self: AppHost, principal: Principal, project_id: UUID, environment: str
     ) -> EffectivePolicy:
         """The baseline and project policy versions in force for an environment, merged."""
-        project = self._project_for(principal, project_id, Action.POLICY_READ)
+        project = self.owned_project(principal, project_id, Action.POLICY_READ)
         if environment not in project.environments:
             raise NotFound(f"environment {environment!r} not found")
         return effective_policy(self, project, environment)
@@ -235,18 +235,18 @@ class GovernanceCommands:
         org: str | None = None,
     ) -> CommandResult:
         """Register a build; the same build again is a no-op, another build under its label 409."""
-        project = self._project_for(principal, project_id, Action.VERSION_REGISTER, org)
-        if (replay := self._replay(project.org, idem)) is not None:
+        project = self.owned_project(principal, project_id, Action.VERSION_REGISTER, org)
+        if (replay := self.replayed(project.org, idem)) is not None:
             return replay
         pid = str(project.id)
         vid = release_version_id(pid, cmd.version)
         digest = version_digest(pid, cmd.version, cmd.commit, cmd.artifact_digest)
         ids = {"id": str(vid), "project_id": pid, "version": cmd.version, "digest": digest}
-        if self._exists(vid):
-            existing = self._load(ReleaseVersion, vid, f"version {cmd.version!r}")
+        if self.exists(vid):
+            existing = self.load(ReleaseVersion, vid, f"version {cmd.version!r}")
             if not existing.same_build(cmd.commit, cmd.artifact_digest, cmd.author):
                 raise Conflict(f"version {cmd.version!r} is already registered for another build")
-            return self._commit(project.org, ids, idem)
+            return self.commit(project.org, ids, idem)
         version = ReleaseVersion(
             org=project.org,
             project_id=pid,
@@ -258,7 +258,7 @@ class GovernanceCommands:
             registered_at=self.clock().isoformat(),
             actor=principal.actor,
         )
-        return self._commit(project.org, ids, idem, version)
+        return self.commit(project.org, ids, idem, version)
 
     def submit_test_results(
         self: AppHost,
@@ -268,8 +268,8 @@ class GovernanceCommands:
         idem: Idempotency | None = None,
         org: str | None = None,
     ) -> CommandResult:
-        project = self._project_for(principal, project_id, Action.TESTS_SUBMIT, org)
-        if (replay := self._replay(project.org, idem)) is not None:
+        project = self.owned_project(principal, project_id, Action.TESTS_SUBMIT, org)
+        if (replay := self.replayed(project.org, idem)) is not None:
             return replay
         if cmd.passed + cmd.failed + cmd.skipped == 0:
             raise InvalidInput("test results need at least one test")
@@ -286,7 +286,7 @@ class GovernanceCommands:
             actor=principal.actor,
         )
         ids = {"id": str(run.id), "project_id": str(project.id), "commit": cmd.commit}
-        return self._commit(project.org, ids, idem, run)
+        return self.commit(project.org, ids, idem, run)
 
     # --- promotions -------------------------------------------------------------------------
 
@@ -299,8 +299,8 @@ class GovernanceCommands:
         org: str | None = None,
     ) -> CommandResult:
         """Open a promotion of a registered version into the next environment (gate pending)."""
-        project = self._project_for(principal, project_id, Action.PROMOTION_REQUEST, org, cmd.to)
-        if (replay := self._replay(project.org, idem)) is not None:
+        project = self.owned_project(principal, project_id, Action.PROMOTION_REQUEST, org, cmd.to)
+        if (replay := self.replayed(project.org, idem)) is not None:
             return replay
         pid = str(project.id)
         source = project.previous_environment(cmd.to)
@@ -310,7 +310,7 @@ class GovernanceCommands:
                 f"{cmd.to!r} can only be promoted to {expected}, not from {cmd.from_!r}"
             )
         try:
-            version = self._load(ReleaseVersion, release_version_id(pid, cmd.version), "version")
+            version = self.load(ReleaseVersion, release_version_id(pid, cmd.version), "version")
         except NotFound:
             raise InvalidInput(
                 f"unknown version {cmd.version!r}: register it before promoting it"
@@ -357,7 +357,7 @@ class GovernanceCommands:
             if promotion.approval_requests
             else None,
         }
-        return self._commit(project.org, ids, idem, *changed)
+        return self.commit(project.org, ids, idem, *changed)
 
     def get_promotion(self: AppHost, principal: Principal, promotion_id: UUID) -> Promotion:
         return _visible(self, principal, Promotion, promotion_id, Action.PROJECT_READ)
@@ -409,14 +409,14 @@ class GovernanceCommands:
             "result": decision.result,
             "inputs_digest": decision.inputs_digest,
         }
-        result = self._commit(promotion.org, ids, idem, promotion)
+        result = self.commit(promotion.org, ids, idem, promotion)
         return GateOutcome(result, decision, decision_id)
 
     def promote(
         self: AppHost, principal: Principal, promotion_id: UUID, idem: Idempotency | None = None
     ) -> CommandResult:
         """Complete a promotion whose latest gate evaluation passed: the version goes live."""
-        promotion = self._load(Promotion, promotion_id, f"promotion {promotion_id}")
+        promotion = self.load(Promotion, promotion_id, f"promotion {promotion_id}")
         authorize(
             principal,
             Action.PROMOTION_COMPLETE,
@@ -429,7 +429,7 @@ class GovernanceCommands:
                 f"promotion {promotion_id}: its gate has a human approval rule, so a person "
                 "completes it"
             )
-        if (replay := self._replay(promotion.org, idem)) is not None:
+        if (replay := self.replayed(promotion.org, idem)) is not None:
             return replay
         at = self.clock().isoformat()
         promotion.promote(at, principal.actor)
@@ -449,7 +449,7 @@ class GovernanceCommands:
             "environment": promotion.to_environment,
             "version": promotion.release,
         }
-        return self._commit(promotion.org, ids, idem, promotion, env)
+        return self.commit(promotion.org, ids, idem, promotion, env)
 
     def reject_promotion(
         self: AppHost,
@@ -459,7 +459,7 @@ class GovernanceCommands:
         idem: Idempotency | None = None,
     ) -> CommandResult:
         """Reject (or, by its requester, withdraw) an open promotion; its approvals are voided."""
-        promotion = self._load(Promotion, promotion_id, f"promotion {promotion_id}")
+        promotion = self.load(Promotion, promotion_id, f"promotion {promotion_id}")
         own = principal.actor == promotion.requested_by
         authorize(
             principal,
@@ -467,7 +467,7 @@ class GovernanceCommands:
             promotion.org,
             resource=f"promotion {promotion_id}",
         )
-        if (replay := self._replay(promotion.org, idem)) is not None:
+        if (replay := self.replayed(promotion.org, idem)) is not None:
             return replay
         at = self.clock().isoformat()
         promotion.reject(reason, at, principal.actor)
@@ -476,13 +476,13 @@ class GovernanceCommands:
         env.end_promotion(str(promotion.id), "rejected", principal.actor)
         voided = [
             r
-            for r in self._load_many(
+            for r in self.load_many(
                 ApprovalRequest, [UUID(i) for i in promotion.approval_requests]
             ).values()
             if r.void(f"promotion rejected: {reason}", at, principal.actor)
         ]
         ids = {"id": str(promotion.id), "status": promotion.status}
-        return self._commit(promotion.org, ids, idem, promotion, env, *voided)
+        return self.commit(promotion.org, ids, idem, promotion, env, *voided)
 
     def rollback(
         self: AppHost,
@@ -493,10 +493,10 @@ class GovernanceCommands:
         idem: Idempotency | None = None,
     ) -> CommandResult:
         """Put the previous good version back live; the current one counts as a failed release."""
-        project = self._project_for(principal, project_id, Action.ROLLBACK)
+        project = self.owned_project(principal, project_id, Action.ROLLBACK)
         if environment not in project.environments:
             raise NotFound(f"environment {environment!r} not found")
-        if (replay := self._replay(project.org, idem)) is not None:
+        if (replay := self.replayed(project.org, idem)) is not None:
             return replay
         env = _environment(self, str(project.id), environment)
         if env is None:
@@ -507,12 +507,12 @@ class GovernanceCommands:
             "environment": environment,
             "version": target["release"],
         }
-        return self._commit(project.org, ids, idem, env)
+        return self.commit(project.org, ids, idem, env)
 
     def get_environment(
         self: AppHost, principal: Principal, project_id: UUID, environment: str
     ) -> DeployEnvironment | None:
-        project = self._project_for(principal, project_id, Action.PROJECT_READ)
+        project = self.owned_project(principal, project_id, Action.PROJECT_READ)
         if environment not in project.environments:
             raise NotFound(f"environment {environment!r} not found")
         return _environment(self, str(project.id), environment)
@@ -524,17 +524,17 @@ class GovernanceCommands:
     ) -> CommandResult:
         """Ask again after a request expired or was rejected (same version, fresh expiry)."""
         promotion = _visible(self, principal, Promotion, promotion_id, Action.PROMOTION_REQUEST)
-        if (replay := self._replay(promotion.org, idem)) is not None:
+        if (replay := self.replayed(promotion.org, idem)) is not None:
             return replay
         if not promotion.is_open:
             raise Conflict(f"promotion {promotion.id} is {promotion.status}")
-        previous = self._load_many(
+        previous = self.load_many(
             ApprovalRequest, [UUID(i) for i in promotion.approval_requests]
         ).values()
         live = [r for r in previous if r.status in {"pending", "approved"}]
         if live:
             raise Conflict(f"approval request {live[0].id} is still {live[0].status}")
-        project = self._load(Project, UUID(promotion.project_id), "project")
+        project = self.load(Project, UUID(promotion.project_id), "project")
         rule = effective_policy(self, project, promotion.to_environment).approvals_rule(
             project.profile
         )
@@ -542,7 +542,7 @@ class GovernanceCommands:
             raise Conflict(f"the {promotion.to_environment!r} gate requires no approval")
         request = _open_approval(promotion, rule, self.clock(), principal.actor)
         ids = {"id": str(request.id), "promotion_id": str(promotion.id)}
-        return self._commit(promotion.org, ids, idem, promotion, request)
+        return self.commit(promotion.org, ids, idem, promotion, request)
 
     def decide_approval(
         self: AppHost,
@@ -555,7 +555,7 @@ class GovernanceCommands:
         request = _visible(
             self, principal, ApprovalRequest, request_id, Action.APPROVAL_DECIDE, org
         )
-        if (replay := self._replay(request.org, idem)) is not None:
+        if (replay := self.replayed(request.org, idem)) is not None:
             return replay
         roles = sorted(str(r) for r in principal.roles)
         request.decide(principal.actor, roles, cmd.decision, cmd.reason, self.clock())
@@ -566,7 +566,7 @@ class GovernanceCommands:
             "approvals": request.approvals,
             "required": request.required_count,
         }
-        return self._commit(request.org, ids, idem, request)
+        return self.commit(request.org, ids, idem, request)
 
     def comment_approval(
         self: AppHost,
@@ -579,10 +579,10 @@ class GovernanceCommands:
         request = _visible(
             self, principal, ApprovalRequest, request_id, Action.APPROVAL_COMMENT, org
         )
-        if (replay := self._replay(request.org, idem)) is not None:
+        if (replay := self.replayed(request.org, idem)) is not None:
             return replay
         request.comment(cmd.text, self.clock().isoformat(), principal.actor)
-        return self._commit(request.org, {"id": str(request.id)}, idem, request)
+        return self.commit(request.org, {"id": str(request.id)}, idem, request)
 
     def get_approval(self: AppHost, principal: Principal, request_id: UUID) -> ApprovalRequest:
         return _visible(self, principal, ApprovalRequest, request_id, Action.PROJECT_READ)
@@ -601,17 +601,17 @@ class GovernanceCommands:
         idem: Idempotency | None = None,
         org: str | None = None,
     ) -> CommandResult:
-        project = self._project_for(
+        project = self.owned_project(
             principal, project_id, Action.EXCEPTION_REQUEST, org, cmd.environment
         )
-        if (replay := self._replay(project.org, idem)) is not None:
+        if (replay := self.replayed(project.org, idem)) is not None:
             return replay
         if not (cmd.finding_ids or cmd.rule_id or cmd.cwe):
             raise InvalidInput("an exception covers finding_ids, a rule_id or a cwe")
         if cmd.environment is not None and cmd.environment not in project.environments:
             raise InvalidInput(f"environment {cmd.environment!r} is not one of the project's")
         ids = sorted({str(UUID(i)) for i in cmd.finding_ids})
-        found = self._load_many(Finding, [UUID(i) for i in ids])
+        found = self.load_many(Finding, [UUID(i) for i in ids])
         missing = [
             i for i in ids if UUID(i) not in found or found[UUID(i)].project_id != str(project.id)
         ]
@@ -641,7 +641,7 @@ class GovernanceCommands:
             actor=principal.actor,
         )
         result_ids = {"id": str(exception.id), "project_id": str(project.id), "status": "requested"}
-        return self._commit(project.org, result_ids, idem, exception)
+        return self.commit(project.org, result_ids, idem, exception)
 
     def decide_exception(
         self: AppHost,
@@ -654,7 +654,7 @@ class GovernanceCommands:
         exception = _visible(
             self, principal, RiskException, exception_id, Action.EXCEPTION_DECIDE, org
         )
-        if (replay := self._replay(exception.org, idem)) is not None:
+        if (replay := self.replayed(exception.org, idem)) is not None:
             return replay
         if cmd.decision == "approve":
             exception.approve(self.clock(), principal.actor)
@@ -663,7 +663,7 @@ class GovernanceCommands:
                 raise InvalidInput("a rejection needs a reason")
             exception.reject(cmd.reason, self.clock(), principal.actor)
         ids = {"id": str(exception.id), "status": exception.status}
-        return self._commit(exception.org, ids, idem, exception)
+        return self.commit(exception.org, ids, idem, exception)
 
     def revoke_exception(
         self: AppHost,
@@ -673,11 +673,11 @@ class GovernanceCommands:
         idem: Idempotency | None = None,
     ) -> CommandResult:
         exception = _visible(self, principal, RiskException, exception_id, Action.EXCEPTION_DECIDE)
-        if (replay := self._replay(exception.org, idem)) is not None:
+        if (replay := self.replayed(exception.org, idem)) is not None:
             return replay
         exception.revoke(reason, self.clock(), principal.actor)
         ids = {"id": str(exception.id), "status": exception.status}
-        return self._commit(exception.org, ids, idem, exception)
+        return self.commit(exception.org, ids, idem, exception)
 
     def expire_exception(self: AppHost, exception_id: UUID) -> bool:
         """The scheduler's command: an exception past its expiry stops counting."""
@@ -689,7 +689,7 @@ class GovernanceCommands:
         self: AppHost, promotion_id: UUID, decision_id: str, ids: ReplayIds
     ) -> dict[str, Any]:
         """Re-run a recorded evaluation from the event store as of its position."""
-        current = self._load(Promotion, promotion_id, f"promotion {promotion_id}")
+        current = self.load(Promotion, promotion_id, f"promotion {promotion_id}")
         recorded = current.evaluation(decision_id)
         if recorded is None:
             raise NotFound(f"decision {decision_id} not found")
@@ -718,20 +718,20 @@ def inputs_from_store(
 ) -> tuple[GateInputs, Project]:
     """A promotion's gate inputs rebuilt from the event store as of `position` (None: now)."""
     at = datetime.fromisoformat(now)
-    then = host._load_many(Promotion, [promotion.id], upto=position).get(promotion.id) or promotion
+    then = host.load_many(Promotion, [promotion.id], upto=position).get(promotion.id) or promotion
     pid = UUID(promotion.project_id)
-    project = host._load_many(Project, [pid], upto=position)[pid]
-    findings = host._load_many(Finding, ids.findings, upto=position).values()
-    exceptions = host._load_many(RiskException, ids.exceptions, upto=position).values()
-    scans = host._load_many(ScanReport, ids.scans, upto=position).values()
-    tests = host._load_many(TestRun, ids.tests, upto=position).values()
-    requests = host._load_many(
+    project = host.load_many(Project, [pid], upto=position)[pid]
+    findings = host.load_many(Finding, ids.findings, upto=position).values()
+    exceptions = host.load_many(RiskException, ids.exceptions, upto=position).values()
+    scans = host.load_many(ScanReport, ids.scans, upto=position).values()
+    tests = host.load_many(TestRun, ids.tests, upto=position).values()
+    requests = host.load_many(
         ApprovalRequest, [UUID(i) for i in then.approval_requests], upto=position
     ).values()
     previous = None
     if promotion.from_environment is not None:
         env_id = environment_id(promotion.project_id, promotion.from_environment)
-        env = host._load_many(DeployEnvironment, [env_id], upto=position).get(env_id)
+        env = host.load_many(DeployEnvironment, [env_id], upto=position).get(env_id)
         previous = previous_of(env, promotion.from_environment, promotion.version_digest)
     inputs = build_inputs(
         promotion,
@@ -809,9 +809,9 @@ def _policy_entry(
 ) -> dict[str, Any] | None:
     """One version of a policy (the one in force when `version` is None); None if none."""
     policy_id = gate_policy_id(org, project_id, environment)
-    if not host._exists(policy_id):
+    if not host.exists(policy_id):
         return None
-    policy = host._load(GatePolicy, policy_id, "policy")
+    policy = host.load(GatePolicy, policy_id, "policy")
     return policy.current if version is None else policy.at_version(version)
 
 
@@ -853,16 +853,16 @@ def _visible(
     action: Action,
     org: str | None = None,
 ) -> G:
-    """A governance aggregate the principal may act on (see `PearlApp._owned`)."""
-    return host._owned(principal, cls, aggregate_id, f"{_name(cls)} {aggregate_id}", action, org)
+    """A governance aggregate the principal may act on (see `PearlApp.owned`)."""
+    return host.owned(principal, cls, aggregate_id, f"{_name(cls)} {aggregate_id}", action, org)
 
 
 def _expire(host: AppHost, cls: type[ApprovalRequest | RiskException], aggregate_id: UUID) -> bool:
     """The scheduler's expiry command; False when the aggregate says it is not due."""
-    aggregate = host._load(cls, aggregate_id, f"{_name(cls)} {aggregate_id}")
+    aggregate = host.load(cls, aggregate_id, f"{_name(cls)} {aggregate_id}")
     if not aggregate.expire(host.clock(), SCHEDULER):
         return False
-    host._commit(aggregate.org, {"id": str(aggregate.id)}, None, aggregate)
+    host.commit(aggregate.org, {"id": str(aggregate.id)}, None, aggregate)
     return True
 
 
@@ -873,9 +873,9 @@ def _name(cls: type) -> str:
 
 def _environment(host: AppHost, project_id: str, name: str) -> DeployEnvironment | None:
     env_id = environment_id(project_id, name)
-    if not host._exists(env_id):
+    if not host.exists(env_id):
         return None
-    return host._load(DeployEnvironment, env_id, f"environment {name!r}")
+    return host.load(DeployEnvironment, env_id, f"environment {name!r}")
 
 
 def _open_approval(

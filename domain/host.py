@@ -43,21 +43,21 @@ class AppHost(Protocol):
     @property
     def repository(self) -> Repository[UUID]: ...
 
-    def _load(self, cls: type[A], aggregate_id: UUID, what: str) -> A: ...
+    def load(self, cls: type[A], aggregate_id: UUID, what: str) -> A: ...
 
-    def _load_many(
+    def load_many(
         self, cls: type[A], ids: list[UUID], upto: int | None = None
     ) -> dict[UUID, A]: ...
 
-    def _exists(self, aggregate_id: UUID) -> bool: ...
+    def exists(self, aggregate_id: UUID) -> bool: ...
 
-    def _replay(self, org: str, idem: Idempotency | None) -> CommandResult | None: ...
+    def replayed(self, org: str, idem: Idempotency | None) -> CommandResult | None: ...
 
-    def _commit(
+    def commit(
         self, org: str, ids: dict[str, Any], idem: Idempotency | None, *aggregates: Aggregate
     ) -> CommandResult: ...
 
-    def _owned(
+    def owned(
         self,
         principal: Principal,
         cls: type[OA],
@@ -68,7 +68,7 @@ class AppHost(Protocol):
         environment: str | None = None,
     ) -> OA: ...
 
-    def _project_for(
+    def owned_project(
         self,
         principal: Principal,
         project_id: UUID,
@@ -77,9 +77,9 @@ class AppHost(Protocol):
         environment: str | None = None,
     ) -> Project: ...
 
-    def _mint_key(self, org: str, cmd: IssueApiKey, actor: str) -> tuple[ApiKey, str]: ...
+    def mint_key(self, org: str, cmd: IssueApiKey, actor: str) -> tuple[ApiKey, str]: ...
 
-    def _audited(
+    def audited(
         self, principal: Principal, action: str, resource: str
     ) -> AbstractContextManager[None]: ...
 

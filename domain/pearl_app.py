@@ -136,7 +136,7 @@ class PearlApp(
 
     # --- plumbing -------------------------------------------------------------------------
 
-    def _load(self, cls: type[A], aggregate_id: UUID, what: str) -> A:
+    def load(self, cls: type[A], aggregate_id: UUID, what: str) -> A:
         try:
             aggregate: Aggregate = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
@@ -145,10 +145,10 @@ class PearlApp(
             raise NotFound(f"{what} not found")
         return aggregate
 
-    def _exists(self, aggregate_id: UUID) -> bool:
+    def exists(self, aggregate_id: UUID) -> bool:
         return aggregate_id in self.repository
 
-    def _replay(self, org: str, idem: Idempotency | None) -> CommandResult | None:
+    def replayed(self, org: str, idem: Idempotency | None) -> CommandResult | None:
         if idem is None:
             return None
         store = self.recorder
@@ -162,7 +162,7 @@ class PearlApp(
             )
         return CommandResult(record.response, record.position, replayed=True)
 
-    def _commit(
+    def commit(
         self, org: str, ids: dict[str, Any], idem: Idempotency | None, *aggregates: Aggregate
     ) -> CommandResult:
         """Save the aggregates' new events, and the idempotency claim, in one transaction."""
@@ -170,7 +170,7 @@ class PearlApp(
         try:
             recordings = self.save(*aggregates, idempotency=claim)
         except IntegrityError:
-            replay = self._replay(org, idem)
+            replay = self.replayed(org, idem)
             if replay is not None:
                 return replay
             raise ConcurrencyConflict("another change was saved first; retry the command") from None
@@ -215,16 +215,16 @@ class PearlApp(
     ) -> CommandResult:
         if not principal.is_platform_admin:
             raise Forbidden("only platform administrators may create orgs")
-        if (replay := self._replay(cmd.slug, idem)) is not None:
+        if (replay := self.replayed(cmd.slug, idem)) is not None:
             return replay
-        if cmd.slug == SYSTEM_ORG or self._exists(org_id(cmd.slug)):
+        if cmd.slug == SYSTEM_ORG or self.exists(org_id(cmd.slug)):
             raise Conflict(f"org {cmd.slug!r} already exists")
         org = Org(org=cmd.slug, name=cmd.name, actor=principal.actor)
-        return self._commit(cmd.slug, {"org": cmd.slug, "id": str(org.id)}, idem, org)
+        return self.commit(cmd.slug, {"org": cmd.slug, "id": str(org.id)}, idem, org)
 
     def get_org(self, principal: Principal, slug: str) -> Org:
         authorize(principal, Action.ORG_READ, slug)
-        return self._load(Org, org_id(slug), f"org {slug!r}")
+        return self.load(Org, org_id(slug), f"org {slug!r}")
 
     def issue_api_key(
         self, principal: Principal, org: str, cmd: IssueApiKey, idem: Idempotency | None = None
@@ -239,13 +239,13 @@ class PearlApp(
             raise InvalidInput(
                 "agent credentials come with a registered agent: POST /v1/orgs/{org}/agents"
             )
-        if (replay := self._replay(org, idem)) is not None:
+        if (replay := self.replayed(org, idem)) is not None:
             return replay
         if org != SYSTEM_ORG:
-            self._load(Org, org_id(org), f"org {org!r}")
+            self.load(Org, org_id(org), f"org {org!r}")
         return self._issue_key(org, cmd, principal.actor, idem)
 
-    def _mint_key(self, org: str, cmd: IssueApiKey, actor: str) -> tuple[ApiKey, str]:
+    def mint_key(self, org: str, cmd: IssueApiKey, actor: str) -> tuple[ApiKey, str]:
         """A new key aggregate (unsaved) and its token, which exists only in this answer."""
         new = generate_key(org)
         expires = cmd.expires_in_days and (self.clock() + timedelta(days=cmd.expires_in_days))
@@ -264,8 +264,8 @@ class PearlApp(
     def _issue_key(
         self, org: str, cmd: IssueApiKey, actor: str, idem: Idempotency | None = None
     ) -> CommandResult:
-        key, token = self._mint_key(org, cmd, actor)
-        result = self._commit(org, {"key_id": key.key_id, "org": org}, idem, key)
+        key, token = self.mint_key(org, cmd, actor)
+        result = self.commit(org, {"key_id": key.key_id, "org": org}, idem, key)
         return result if result.replayed else result.revealing(token)
 
     def bootstrap_admin_key(self, name: str = "bootstrap admin") -> str:
@@ -282,19 +282,19 @@ class PearlApp(
         idem: Idempotency | None = None,
     ) -> CommandResult:
         authorize(principal, Action.APIKEY_REVOKE, org)
-        if (replay := self._replay(org, idem)) is not None:
+        if (replay := self.replayed(org, idem)) is not None:
             return replay
-        key = self._load(ApiKey, api_key_id(key_id), f"API key {key_id!r}")
+        key = self.load(ApiKey, api_key_id(key_id), f"API key {key_id!r}")
         if key.org != org:
             raise NotFound(f"API key {key_id!r} not found")
         key.revoke(reason=reason, actor=principal.actor)
-        return self._commit(org, {"key_id": key_id}, idem, key)
+        return self.commit(org, {"key_id": key_id}, idem, key)
 
     def record_checkpoint(
         self, org: str, seq: int, position: int, digest: str, public_key: str, signature: str
     ) -> bool:
         """Store a signed audit checkpoint once (False when that head was already signed)."""
-        if self._exists(checkpoint_id(org, seq)):
+        if self.exists(checkpoint_id(org, seq)):
             return False
         checkpoint = AuditCheckpoint(
             org=org,
@@ -314,7 +314,7 @@ class PearlApp(
 
     def mark_key_used(self, key_id: str) -> None:
         """Record a key's last use; a concurrent use recorded first is as good."""
-        key = self._load(ApiKey, api_key_id(key_id), f"API key {key_id!r}")
+        key = self.load(ApiKey, api_key_id(key_id), f"API key {key_id!r}")
         key.use(at=self.now())
         try:
             self.save(key)
@@ -345,9 +345,9 @@ class PearlApp(
         self, principal: Principal, org: str, cmd: CreateProject, idem: Idempotency | None = None
     ) -> CommandResult:
         authorize(principal, Action.PROJECT_CREATE, org)
-        if (replay := self._replay(org, idem)) is not None:
+        if (replay := self.replayed(org, idem)) is not None:
             return replay
-        self._load(Org, org_id(org), f"org {org!r}")
+        self.load(Org, org_id(org), f"org {org!r}")
         if len(set(cmd.environments)) != len(cmd.environments):
             raise InvalidInput("environments must be unique")
         project = Project(
@@ -357,16 +357,16 @@ class PearlApp(
             environments=list(cmd.environments),
             actor=principal.actor,
         )
-        if self._exists(project.id):
+        if self.exists(project.id):
             raise Conflict(f"project {cmd.slug!r} already exists in org {org!r}")
         ids = {"org": org, "id": str(project.id), "slug": cmd.slug}
-        return self._commit(org, ids, idem, project)
+        return self.commit(org, ids, idem, project)
 
     def get_project(self, principal: Principal, project_id: UUID) -> Project:
         """The project, if the principal may see it; another org's project is simply not found."""
-        return self._project_for(principal, project_id, Action.PROJECT_READ)
+        return self.owned_project(principal, project_id, Action.PROJECT_READ)
 
-    def _project_for(
+    def owned_project(
         self,
         principal: Principal,
         project_id: UUID,
@@ -377,9 +377,9 @@ class PearlApp(
         """The project if the principal may act on it (and it is in `org`, when one is named);
         an agent's autonomy is judged in `environment` (`*` when the action has none)."""
         what = f"project {project_id}"
-        return self._owned(principal, Project, project_id, what, action, org, environment)
+        return self.owned(principal, Project, project_id, what, action, org, environment)
 
-    def _owned(
+    def owned(
         self,
         principal: Principal,
         cls: type[OA],
@@ -392,7 +392,7 @@ class PearlApp(
         """An aggregate the principal may act on. Another org's is not found (CrossOrg, so the
         refusal is recorded as a denial, never naming that org), and so is one outside `org`
         when a command names an org (a bus subject)."""
-        aggregate = self._load(cls, aggregate_id, what)
+        aggregate = self.load(cls, aggregate_id, what)
         if org is not None and aggregate.org != org:
             raise CrossOrg(f"{what} not found in org {org!r}")
         authorize(principal, action, aggregate.org, environment, what)
@@ -409,14 +409,14 @@ class PearlApp(
         org: str | None = None,
     ) -> CommandResult:
         """Record one finding; the same fingerprint again only marks it seen again."""
-        project = self._project_for(principal, project_id, Action.FINDING_RECORD, org)
-        if (replay := self._replay(project.org, idem)) is not None:
+        project = self.owned_project(principal, project_id, Action.FINDING_RECORD, org)
+        if (replay := self.replayed(project.org, idem)) is not None:
             return replay
         fingerprint = cmd.fingerprint or manual_fingerprint(cmd)
         fid = finding_id(project.id, fingerprint)
         seen_at = self.clock()
-        if self._exists(fid):
-            finding = self._load(Finding, fid, f"finding {fid}")
+        if self.exists(fid):
+            finding = self.load(Finding, fid, f"finding {fid}")
             finding.observe(cmd.tool, "manual", seen_at.isoformat(), principal.actor)
         else:
             finding = Finding(
@@ -441,7 +441,7 @@ class PearlApp(
                 actor=principal.actor,
             )
         ids = {"id": str(fid), "project_id": str(project.id), "fingerprint": fingerprint}
-        return self._commit(project.org, ids, idem, finding)
+        return self.commit(project.org, ids, idem, finding)
 
     def triage_finding(
         self,
@@ -452,17 +452,17 @@ class PearlApp(
         idem: Idempotency | None = None,
     ) -> CommandResult:
         """A person's decision: false positive, not affected, or accepted risk (VEX vocabulary)."""
-        finding = self._owned(principal, Finding, fid, f"finding {fid}", Action.FINDING_TRIAGE)
-        if (replay := self._replay(finding.org, idem)) is not None:
+        finding = self.owned(principal, Finding, fid, f"finding {fid}", Action.FINDING_TRIAGE)
+        if (replay := self.replayed(finding.org, idem)) is not None:
             return replay
         finding.triage(status=status, justification=justification, actor=principal.actor)
-        return self._commit(finding.org, {"id": str(fid), "status": status}, idem, finding)
+        return self.commit(finding.org, {"id": str(fid), "status": status}, idem, finding)
 
     # --- scans ------------------------------------------------------------------------------
 
     def authorize_scan(self, principal: Principal, project_id: UUID) -> Project:
         """Check before the (expensive) upload is parsed that the caller may submit scans."""
-        return self._project_for(principal, project_id, Action.SCAN_SUBMIT)
+        return self.owned_project(principal, project_id, Action.SCAN_SUBMIT)
 
     def submit_scan(
         self,
@@ -474,15 +474,15 @@ class PearlApp(
         org: str | None = None,
     ) -> CommandResult:
         """Ingest a parsed report in one transaction: findings, scope membership, the scan."""
-        project = self._project_for(principal, project_id, Action.SCAN_SUBMIT, org)
-        if (replay := self._replay(project.org, idem)) is not None:
+        project = self.owned_project(principal, project_id, Action.SCAN_SUBMIT, org)
+        if (replay := self.replayed(project.org, idem)) is not None:
             return replay
         pid = str(project.id)
         scan_id = scan_report_id(
             pid, report.tool, meta.target, meta.branch, meta.digest, meta.commit
         )
-        if self._exists(scan_id):
-            scan = self._load(ScanReport, scan_id, f"scan {scan_id}")
+        if self.exists(scan_id):
+            scan = self.load(ScanReport, scan_id, f"scan {scan_id}")
             position = self.recorder.max_notification_id() or 0
             return CommandResult(scan.summary(), position, replayed=True)
         now = self.clock()
@@ -490,7 +490,7 @@ class PearlApp(
         if report.sanitized:
             plan.counts["sanitized"] = report.sanitized
         scope_id = scan_scope_id(pid, report.tool, meta.target, meta.branch)
-        scope = self._load_many(ScanScope, [scope_id]).get(scope_id) or ScanScope(
+        scope = self.load_many(ScanScope, [scope_id]).get(scope_id) or ScanScope(
             org=project.org,
             project_id=pid,
             tool=report.tool,
@@ -502,7 +502,7 @@ class PearlApp(
         fixed: list[Finding] = []
         if meta.full:
             gone = scope.present - plan.seen_ids
-            candidates = self._load_many(Finding, [UUID(i) for i in gone])
+            candidates = self.load_many(Finding, [UUID(i) for i in gone])
             still = self._reported_elsewhere(candidates.values(), pid, report.tool, meta)
             fixable = [f for f in candidates.values() if str(f.id) not in still]
             fixed = fix_missing(fixable, str(scan_id), now, principal.actor)
@@ -528,7 +528,7 @@ class PearlApp(
             actor=principal.actor,
             commit=meta.commit,
         )
-        return self._commit(project.org, scan.summary(), idem, scan, scope, *plan.changed, *fixed)
+        return self.commit(project.org, scan.summary(), idem, scan, scope, *plan.changed, *fixed)
 
     def _ingest_findings(
         self, project: Project, report: Report, scan_id: str, now: datetime, actor: str
@@ -551,7 +551,7 @@ class PearlApp(
                 report=part,
                 scan_id=scan_id,
                 now=now,
-                existing=self._load_many(Finding, ids),
+                existing=self.load_many(Finding, ids),
                 actor=actor,
             )
             if single:
@@ -571,23 +571,23 @@ class PearlApp(
         others = {source for f in findings for source in f.sources if source != tool}
         scope_ids = [scan_scope_id(project_id, other, meta.target, meta.branch) for other in others]
         present: set[str] = set()
-        for scope in self._load_many(ScanScope, scope_ids).values():
+        for scope in self.load_many(ScanScope, scope_ids).values():
             present |= scope.present
         return present
 
     def get_scan(self, principal: Principal, scan_id: UUID) -> ScanReport:
-        return self._owned(principal, ScanReport, scan_id, f"scan {scan_id}", Action.FINDING_READ)
+        return self.owned(principal, ScanReport, scan_id, f"scan {scan_id}", Action.FINDING_READ)
 
     def project_as_of(
         self, principal: Principal, project_id: UUID, finding_ids: list[UUID], position: int
     ) -> tuple[Project | None, list[Finding]]:
         """Time travel: the project and its findings as they were at a store position."""
-        current = self._project_for(principal, project_id, Action.FINDING_READ)
-        project = self._load_many(Project, [current.id], upto=position).get(current.id)
-        findings = self._load_many(Finding, finding_ids, upto=position)
+        current = self.owned_project(principal, project_id, Action.FINDING_READ)
+        project = self.load_many(Project, [current.id], upto=position).get(current.id)
+        findings = self.load_many(Finding, finding_ids, upto=position)
         return project, [f for f in findings.values() if f.org == current.org]
 
-    def _load_many(self, cls: type[A], ids: list[UUID], upto: int | None = None) -> dict[UUID, A]:
+    def load_many(self, cls: type[A], ids: list[UUID], upto: int | None = None) -> dict[UUID, A]:
         """Reconstruct many aggregates from one bulk read (10,000 findings: one round trip)."""
         store = self.recorder
         assert isinstance(store, IdempotencyStore)
@@ -603,16 +603,16 @@ class PearlApp(
                 loaded[aggregate_id] = aggregate
         return loaded
 
-    def aggregate_as_of(self, cls: type[A], aggregate_id: UUID, position: int) -> A | None:
+    def as_of(self, cls: type[A], aggregate_id: UUID, position: int) -> A | None:
         """Time travel for one aggregate (callers authorized the current one already)."""
-        return self._load_many(cls, [aggregate_id], upto=position).get(aggregate_id)
+        return self.load_many(cls, [aggregate_id], upto=position).get(aggregate_id)
 
     def breach_slas(self, finding_ids: list[UUID]) -> int:
         """The scheduler's command: mark open findings past their SLA due date (one save)."""
         at = self.now()
         due = [
             f
-            for f in self._load_many(Finding, finding_ids).values()
+            for f in self.load_many(Finding, finding_ids).values()
             if f.breach_sla(at, "system:scheduler")
         ]
         if due:
@@ -623,7 +623,7 @@ class PearlApp(
         return len(due)
 
     def get_finding(self, principal: Principal, fid: UUID) -> Finding:
-        return self._owned(principal, Finding, fid, f"finding {fid}", Action.FINDING_READ)
+        return self.owned(principal, Finding, fid, f"finding {fid}", Action.FINDING_READ)
 
 
 def manual_fingerprint(cmd: RecordFinding) -> str:

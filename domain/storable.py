@@ -8,8 +8,9 @@ or a lone surrogate (not UTF-8). The save is refused with `UnstorableText` inste
 Events stored before that rule may hold such text already. `storable_state` (reading) writes
 each of those characters as the visible escape `\\uXXXX` (`contracts.text.escape_unstorable`)
 and leaves every other byte alone; every reader of the store goes through it: this mapper's
-`to_domain_event` (aggregates, time travel, event history) and `domain.stored_decoder.EnvelopeDecoder`
-(relay, rebuild, audit verification), so all of them see the same text.
+`to_domain_event` (aggregates, time travel, event history) and
+`domain.stored_decoder.EnvelopeDecoder` (relay, rebuild, audit verification), so all of them
+see the same text.
 ADR 0010 (docs/adr/0010-unstorable-text-in-old-events.md).
 """
 

@@ -1,7 +1,7 @@
 """Scan target and scan job commands, mixed into the PeaRL Application.
 
 `PearlApp` inherits `ScanTargetCommands`; its methods use only the Application plumbing that
-`TargetHost` names (load, commit, replay, clock, submit_scan), so this module does not import
+`TargetHost` names (load, commit, replayed, clock, submit_scan), so this module does not import
 `pearl_app` at import time and the two modules can refer to each other without a cycle.
 """
 
@@ -115,14 +115,14 @@ class ScanTargetCommands:
         org: str | None = None,
     ) -> CommandResult:
         """Register a target; the same definition again is a no-op, a different one a conflict."""
-        project = self._project_for(principal, project_id, MANAGE_TARGETS, org)
-        if (replay := self._replay(project.org, idem)) is not None:
+        project = self.owned_project(principal, project_id, MANAGE_TARGETS, org)
+        if (replay := self.replayed(project.org, idem)) is not None:
             return replay
         name = check_name(cmd.name)
         spec = spec_of(cmd)
         tid = scan_target_id(str(project.id), name)
         ids = {"id": str(tid), "project_id": str(project.id), "name": name}
-        if not self._exists(tid):
+        if not self.exists(tid):
             target = ScanTarget(
                 org=project.org,
                 project_id=str(project.id),
@@ -130,13 +130,13 @@ class ScanTargetCommands:
                 actor=principal.actor,
                 **spec.fields(),
             )
-            return self._commit(project.org, ids, idem, target)
-        target = self._load(ScanTarget, tid, f"scan target {name!r}")
+            return self.commit(project.org, ids, idem, target)
+        target = self.load(ScanTarget, tid, f"scan target {name!r}")
         if target.removed:
             target.reregister(spec, principal.actor)
         elif target.spec != spec:
             raise Conflict(f"scan target {name!r} exists with another definition; update it")
-        return self._commit(project.org, ids, idem, target)
+        return self.commit(project.org, ids, idem, target)
 
     def update_target(
         self: TargetHost,
@@ -147,10 +147,10 @@ class ScanTargetCommands:
         org: str | None = None,
     ) -> CommandResult:
         target = _target_for(self, principal, target_id, MANAGE_TARGETS, org)
-        if (replay := self._replay(target.org, idem)) is not None:
+        if (replay := self.replayed(target.org, idem)) is not None:
             return replay
         target.update(spec_of(cmd), principal.actor)
-        return self._commit(target.org, {"id": str(target.id), "name": target.name}, idem, target)
+        return self.commit(target.org, {"id": str(target.id), "name": target.name}, idem, target)
 
     def remove_target(
         self: TargetHost,
@@ -162,10 +162,10 @@ class ScanTargetCommands:
     ) -> CommandResult:
         """Remove a target: no more jobs; those not started yet are cancelled when picked up."""
         target = _target_for(self, principal, target_id, MANAGE_TARGETS, org)
-        if (replay := self._replay(target.org, idem)) is not None:
+        if (replay := self.replayed(target.org, idem)) is not None:
             return replay
         target.remove(reason, principal.actor)
-        return self._commit(target.org, {"id": str(target.id), "name": target.name}, idem, target)
+        return self.commit(target.org, {"id": str(target.id), "name": target.name}, idem, target)
 
     def get_target(self: TargetHost, principal: Principal, target_id: UUID) -> ScanTarget:
         return _target_for(self, principal, target_id, READ)
@@ -182,7 +182,7 @@ class ScanTargetCommands:
     ) -> CommandResult:
         """Queue one job per scanner (the one named, or every scanner of the target) now."""
         target = _target_for(self, principal, target_id, REQUEST_JOBS, org)
-        if (replay := self._replay(target.org, idem)) is not None:
+        if (replay := self.replayed(target.org, idem)) is not None:
             return replay
         now = self.clock().isoformat()
         jobs = [
@@ -193,46 +193,46 @@ class ScanTargetCommands:
             "target_id": str(target.id),
             "jobs": [{"id": str(job.id), "scanner": job.scanner} for job in jobs],
         }
-        return self._commit(target.org, ids, idem, *jobs)
+        return self.commit(target.org, ids, idem, *jobs)
 
     def request_scheduled_jobs(self: TargetHost, target_id: UUID, slot: datetime) -> CommandResult:
         """The scheduler's command: the jobs of one schedule slot, each requested at most once."""
-        target = self._load(ScanTarget, target_id, f"scan target {target_id}")
+        target = self.load(ScanTarget, target_id, f"scan target {target_id}")
         if target.removed or target.schedule is None:
-            return self._commit(target.org, {"target_id": str(target.id), "jobs": []}, None)
+            return self.commit(target.org, {"target_id": str(target.id), "jobs": []}, None)
         at = slot.isoformat()
         now = self.clock().isoformat()
         jobs = [
             _new_job(target, name, "schedule", at, now, SCHEDULER_ACTOR)
             for name in target.scanners
-            if not self._exists(scan_job_id(str(target.id), name, "schedule", at))
+            if not self.exists(scan_job_id(str(target.id), name, "schedule", at))
         ]
         ids = {
             "target_id": str(target.id),
             "slot": at,
             "jobs": [{"id": str(job.id), "scanner": job.scanner} for job in jobs],
         }
-        return self._commit(target.org, ids, None, *jobs)
+        return self.commit(target.org, ids, None, *jobs)
 
     def get_job(self: TargetHost, principal: Principal, job_id: UUID) -> ScanJob:
-        return self._owned(principal, ScanJob, job_id, f"scan job {job_id}", READ)
+        return self.owned(principal, ScanJob, job_id, f"scan job {job_id}", READ)
 
     def job_step(self: TargetHost, job_id: UUID, attempt: int, grace: float) -> Step:
         """What a runner told to make attempt `attempt` of a job should do now."""
-        job = self._load(ScanJob, job_id, f"scan job {job_id}")
+        job = self.load(ScanJob, job_id, f"scan job {job_id}")
         return next_step(job, attempt, self.clock(), grace)
 
     def start_job(self: TargetHost, job_id: UUID) -> JobRun | None:
         """Begin a job's next attempt; None (and the job cancelled) if its target was removed."""
-        job = self._load(ScanJob, job_id, f"scan job {job_id}")
-        target = self._load(ScanTarget, UUID(job.target_id), f"scan target {job.target_id}")
+        job = self.load(ScanJob, job_id, f"scan job {job_id}")
+        target = self.load(ScanTarget, UUID(job.target_id), f"scan target {job.target_id}")
         now = self.clock()
         if target.removed:
             job.cancel(f"scan target {target.name!r} was removed", now, RUNNER_ACTOR)
-            self._commit(job.org, {"id": str(job.id)}, None, job)
+            self.commit(job.org, {"id": str(job.id)}, None, job)
             return None
         attempt = job.start(now, RUNNER_ACTOR)
-        self._commit(job.org, {"id": str(job.id), "attempt": attempt}, None, job)
+        self.commit(job.org, {"id": str(job.id), "attempt": attempt}, None, job)
         return JobRun(
             job_id=job.id,
             org=job.org,
@@ -257,7 +257,7 @@ class ScanTargetCommands:
         """
         from domain.pearl_app import Idempotency  # at call time: pearl_app imports this module
 
-        job = self._load(ScanJob, job_id, f"scan job {job_id}")
+        job = self.load(ScanJob, job_id, f"scan job {job_id}")
         meta = ScanMeta(digest=digest, size=size, target=job.target_name, branch=job.branch)
         idem = Idempotency(_job_key(job.id), request_digest("scanJob", str(job.id)))
         principal = runner_principal(job.org)
@@ -265,7 +265,7 @@ class ScanTargetCommands:
 
     def job_ingested(self: TargetHost, job_id: UUID) -> dict[str, Any] | None:
         """The scan summary if this job's report was already ingested (a runner stopped after)."""
-        job = self._load(ScanJob, job_id, f"scan job {job_id}")
+        job = self.load(ScanJob, job_id, f"scan job {job_id}")
         store = self.recorder
         if not isinstance(store, IdempotencyStore):
             return None
@@ -276,7 +276,7 @@ class ScanTargetCommands:
         self: TargetHost, job_id: UUID, summary: dict[str, Any], tool_version: str | None = None
     ) -> CommandResult:
         """Record the scan a job produced (its id and counts, from the ingestion's answer)."""
-        job = self._load(ScanJob, job_id, f"scan job {job_id}")
+        job = self.load(ScanJob, job_id, f"scan job {job_id}")
         job.succeed(
             scan_id=str(summary["scan_id"]),
             counts={str(k): int(v) for k, v in dict(summary.get("counts") or {}).items()},
@@ -286,7 +286,7 @@ class ScanTargetCommands:
             actor=RUNNER_ACTOR,
         )
         ids = {"id": str(job.id), "status": job.status, "scan_id": job.scan_id}
-        return self._commit(job.org, ids, None, job)
+        return self.commit(job.org, ids, None, job)
 
     def job_failed(
         self: TargetHost,
@@ -297,13 +297,13 @@ class ScanTargetCommands:
         permanent: bool = False,
     ) -> CommandResult:
         """Record a failed attempt; another is scheduled unless it was the last or permanent."""
-        job = self._load(ScanJob, job_id, f"scan job {job_id}")
+        job = self.load(ScanJob, job_id, f"scan job {job_id}")
         job.fail(reason, self.clock(), RUNNER_ACTOR, backoff_base=backoff_base, permanent=permanent)
         ids = {"id": str(job.id), "status": job.status, "retry_at": job.next_run_at}
-        return self._commit(job.org, ids, None, job)
+        return self.commit(job.org, ids, None, job)
 
 
 def _target_for(
     host: TargetHost, principal: Principal, target_id: UUID, action: Action, org: str | None = None
 ) -> ScanTarget:
-    return host._owned(principal, ScanTarget, target_id, f"scan target {target_id}", action, org)
+    return host.owned(principal, ScanTarget, target_id, f"scan target {target_id}", action, org)

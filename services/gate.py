@@ -201,7 +201,7 @@ class GateService:
         """A caller's request to evaluate the gate again now (a new decision event); the same
         idempotency key again answers the first decision."""
         promotion = await asyncio.to_thread(self.app.authorize_evaluation, principal, promotion_id)
-        replay = await asyncio.to_thread(self.app._replay, promotion.org, idem)
+        replay = await asyncio.to_thread(self.app.replayed, promotion.org, idem)
         if replay is not None:
             return replay
         position = self.app.recorder.max_notification_id() or 0

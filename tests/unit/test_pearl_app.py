@@ -789,7 +789,7 @@ def test_stored_aggregates_have_the_expected_types_when_loaded(
 ) -> None:
     assert isinstance(app.repository.get(project), Project)
     with pytest.raises(NotFound):
-        app._load(Finding, project, "finding")
+        app.load(Finding, project, "finding")
 
 
 # --- triage -------------------------------------------------------------------------------
@@ -1009,7 +1009,7 @@ def test_full_scan_does_not_fix_a_finding_another_tool_still_reports_in_the_same
 
     assert counts["fixed"] == 0
     [shared] = [
-        f for f in app._load_many(Finding, list_finding_ids(app)).values() if len(f.sources) == 2
+        f for f in app.load_many(Finding, list_finding_ids(app)).values() if len(f.sources) == 2
     ]
     assert shared.status == "open"
 
