@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING
 from uuid import UUID
 
 from contracts.agents import PauseAgent, RegisterAgent, ResumeAgent, SetAutonomy
@@ -12,14 +9,11 @@ from contracts.commands import IssueApiKey
 from domain.agent import Agent, agent_id
 from domain.api_key import ApiKey
 from domain.authz import Action, AgentGrant, Principal, authorize
-from domain.base import current_channel
-from domain.errors import Conflict, Forbidden
+from domain.errors import Conflict
 from domain.host import AppHost
+from domain.kernel import CommandResult, Idempotency
 from domain.org import Org, org_id
 from domain.task_packet import TaskPacket
-
-if TYPE_CHECKING:
-    from domain.pearl_app import CommandResult, Idempotency
 
 
 class AgentCommands:
@@ -140,28 +134,6 @@ class AgentCommands:
         agent = self.load(Agent, agent_id(org, slug), f"agent {slug!r}")
         agent.resume(cmd.reason, principal.actor)
         return self.commit(org, {"slug": slug, "paused": False}, idem, agent)
-
-    @contextmanager
-    def audited(self: AppHost, principal: Principal, action: str, resource: str) -> Iterator[None]:
-        """Refusals inside become audit events of the caller's org, whichever way they came in.
-
-        Marked `recorded`, so the HTTP, NATS and MCP adapters do not record them twice.
-        """
-        try:
-            yield
-        except (Forbidden, Conflict) as exc:
-            if not exc.recorded:
-                self.record_denial(
-                    principal.org,
-                    principal.actor,
-                    action,
-                    resource,
-                    exc.detail,
-                    exc.code,
-                    current_channel.get(),
-                )
-                exc.recorded = True
-            raise
 
 
 def _credential(host: AppHost, agent: Agent, actor: str) -> tuple[ApiKey, str]:

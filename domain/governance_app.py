@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -51,6 +51,7 @@ from domain.gate.facts import (
 from domain.gate.inputs import Decision, GateInputs, utc_iso
 from domain.gate_policy import GatePolicy, gate_policy_id
 from domain.host import AppHost
+from domain.kernel import CommandResult, Idempotency
 from domain.org import Org, org_id
 from domain.policy import (
     PolicyInvalid,
@@ -67,9 +68,6 @@ from domain.release_version import ReleaseVersion, release_version_id, version_d
 from domain.risk_exception import RiskException
 from domain.scan_report import ScanReport
 from domain.test_run import TestRun
-
-if TYPE_CHECKING:
-    from domain.pearl_app import CommandResult, Idempotency
 
 G = TypeVar("G", Promotion, ApprovalRequest, RiskException)
 A = TypeVar("A", bound=Aggregate)

@@ -25,7 +25,7 @@ from domain.ingest import Report, ScanMeta
 from domain.project import Project
 
 if TYPE_CHECKING:
-    from domain.pearl_app import CommandResult, Idempotency
+    from domain.kernel import CommandResult, Idempotency
 
 A = TypeVar("A", bound=Aggregate)
 #: An aggregate of one org (every PeaRL aggregate).

@@ -3,44 +3,28 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Mapper, Recording
-from eventsourcing.popo import POPOFactory
+from eventsourcing.persistence import IntegrityError
 
 from contracts.commands import CreateOrg, CreateProject, IssueApiKey, RecordFinding
-from contracts.text import UNSTORABLE, escape_controls
-from domain.access import AccessDenial
 from domain.agents_app import AgentCommands
 from domain.api_key import ApiKey, api_key_id, generate_key, split_token
 from domain.audit_checkpoint import AuditCheckpoint, checkpoint_id
 from domain.authz import SYSTEM_ORG, Action, Principal, Role, authorize
-from domain.base import PearlAggregate
 from domain.errors import (
-    ConcurrencyConflict,
     Conflict,
-    CrossOrg,
     Forbidden,
-    IdempotencyMismatch,
     InvalidInput,
     NotFound,
     Unauthenticated,
-    UnstorableText,
 )
 from domain.finding import Finding, finding_id
 from domain.governance_app import GovernanceCommands
-from domain.idempotency import (
-    IdempotencyClaim,
-    IdempotencyStore,
-    MemoryIdempotentRecorder,
-    request_digest,
-)
 from domain.ingest import (
     IngestPlan,
     Report,
@@ -50,163 +34,21 @@ from domain.ingest import (
     fix_missing,
     plan_ingest,
 )
+from domain.kernel import CommandResult, Idempotency, Kernel
 from domain.org import Org, org_id
 from domain.project import Project
 from domain.scan_report import ScanReport, scan_report_id
 from domain.scan_scope import ScanScope, scan_scope_id
 from domain.sla import sla_days_for, sla_due
-from domain.storable import StorableMapper, refuse_unstorable_claim
 from domain.targets_app import ScanTargetCommands
 from domain.tasks_app import TaskCommands
 
-A = TypeVar("A", bound=Aggregate)
-#: An aggregate of one org (every PeaRL aggregate).
-OA = TypeVar("OA", bound=PearlAggregate)
-Clock = Callable[[], datetime]
 #: Findings saved per transaction when a report is larger than this.
 INGEST_CHUNK = 5000
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class Idempotency:
-    """A command's idempotency key and the digest of what it asked for."""
-
-    key: str
-    request_hash: str
-
-    def __post_init__(self) -> None:
-        if UNSTORABLE.search(self.key):  # it is stored (and looked up) as text
-            raise UnstorableText("the idempotency key holds NUL or a lone surrogate")
-
-
-@dataclass(frozen=True, slots=True)
-class CommandResult:
-    """What a command answers: the ids it touched and the store position of its last event."""
-
-    ids: dict[str, Any]
-    position: int
-    replayed: bool = False
-    secret: dict[str, str] = field(default_factory=dict)
-
-    def body(self) -> dict[str, Any]:
-        return {**self.ids, **self.secret, "position": self.position}
-
-    def revealing(self, token: str) -> CommandResult:
-        """This result with a credential shown once in the answer (never stored or replayed)."""
-        return replace(self, secret={"token": token})
-
-
-class PearlApp(
-    AgentCommands, TaskCommands, GovernanceCommands, ScanTargetCommands, Application[UUID]
-):
-    """Command handlers and aggregate queries over one event store (the `pearl_events` table)."""
-
-    name = "pearl"
-    #: Aggregates are cached per process and brought up to date with the events stored since
-    #: on every load (one indexed read), so a long history is not replayed each time.
-    env = {"AGGREGATE_CACHE_MAXSIZE": "256"}
-
-    def __init__(self, env: dict[str, str] | None = None, clock: Clock = utcnow) -> None:
-        self.clock = clock
-        super().__init__(env)
-
-    def construct_mapper(self) -> Mapper[UUID]:
-        """The library's mapper, refusing any event a projection could not apply (NUL...)."""
-        return self.factory.mapper(
-            transcoder=self.construct_transcoder(), mapper_class=StorableMapper
-        )
-
-    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
-        """Save events (and an idempotency claim); unstorable text is `UnstorableText`."""
-        refuse_unstorable_claim(kwargs.get("idempotency"))
-        return super().save(*objs, **kwargs)
-
-    def construct_recorder(self) -> ApplicationRecorder:
-        if isinstance(self.factory, POPOFactory):
-            return MemoryIdempotentRecorder()
-        recorder = super().construct_recorder()
-        if not isinstance(recorder, IdempotencyStore):
-            msg = "PearlApp needs a recorder with idempotency claims (APPLICATION_RECORDER_TOPIC)"
-            raise TypeError(msg)
-        return recorder
-
-    # --- plumbing -------------------------------------------------------------------------
-
-    def load(self, cls: type[A], aggregate_id: UUID, what: str) -> A:
-        try:
-            aggregate: Aggregate = self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            raise NotFound(f"{what} not found") from None
-        if not isinstance(aggregate, cls):
-            raise NotFound(f"{what} not found")
-        return aggregate
-
-    def exists(self, aggregate_id: UUID) -> bool:
-        return aggregate_id in self.repository
-
-    def replayed(self, org: str, idem: Idempotency | None) -> CommandResult | None:
-        if idem is None:
-            return None
-        store = self.recorder
-        assert isinstance(store, IdempotencyStore)
-        record = store.find_idempotency(org, idem.key)
-        if record is None:
-            return None
-        if record.request_hash != idem.request_hash:
-            raise IdempotencyMismatch(
-                f"Idempotency-Key {idem.key!r} was already used with a different request"
-            )
-        return CommandResult(record.response, record.position, replayed=True)
-
-    def commit(
-        self, org: str, ids: dict[str, Any], idem: Idempotency | None, *aggregates: Aggregate
-    ) -> CommandResult:
-        """Save the aggregates' new events, and the idempotency claim, in one transaction."""
-        claim = idem and IdempotencyClaim(org, idem.key, idem.request_hash, ids)
-        try:
-            recordings = self.save(*aggregates, idempotency=claim)
-        except IntegrityError:
-            replay = self.replayed(org, idem)
-            if replay is not None:
-                return replay
-            raise ConcurrencyConflict("another change was saved first; retry the command") from None
-        if recordings:
-            position = max(r.notification.id for r in recordings)
-        else:
-            position = self.recorder.max_notification_id() or 0
-        return CommandResult(ids, position)
-
-    def now(self) -> str:
-        return self.clock().isoformat()
-
-    def record_denial(
-        self,
-        org: str,
-        actor: str,
-        action: str,
-        resource: str,
-        reason: str,
-        code: str,
-        channel: str,
-    ) -> None:
-        """Record a refused attempt in the caller's org (the target org sees no trace of it)."""
-        # Every field may come from the refused request: written with visible escapes, so the
-        # record of a hostile request is always storable and projectable.
-        denial = AccessDenial(
-            org=escape_controls(org)[:200],
-            actor=escape_controls(actor)[:200],
-            action=escape_controls(action)[:200],
-            resource=escape_controls(resource)[:500],
-            reason=escape_controls(reason)[:500],
-            code=escape_controls(code)[:100],
-            channel=channel,
-            at=self.now(),
-        )
-        self.save(denial)
+class PearlApp(AgentCommands, TaskCommands, GovernanceCommands, ScanTargetCommands, Kernel):
+    """The commands and aggregate queries of PeaRL, on the kernel's one event store."""
 
     # --- orgs and keys ----------------------------------------------------------------------
 
@@ -366,38 +208,6 @@ class PearlApp(
         """The project, if the principal may see it; another org's project is simply not found."""
         return self.owned_project(principal, project_id, Action.PROJECT_READ)
 
-    def owned_project(
-        self,
-        principal: Principal,
-        project_id: UUID,
-        action: Action,
-        org: str | None = None,
-        environment: str | None = None,
-    ) -> Project:
-        """The project if the principal may act on it (and it is in `org`, when one is named);
-        an agent's autonomy is judged in `environment` (`*` when the action has none)."""
-        what = f"project {project_id}"
-        return self.owned(principal, Project, project_id, what, action, org, environment)
-
-    def owned(
-        self,
-        principal: Principal,
-        cls: type[OA],
-        aggregate_id: UUID,
-        what: str,
-        action: Action,
-        org: str | None = None,
-        environment: str | None = None,
-    ) -> OA:
-        """An aggregate the principal may act on. Another org's is not found (CrossOrg, so the
-        refusal is recorded as a denial, never naming that org), and so is one outside `org`
-        when a command names an org (a bus subject)."""
-        aggregate = self.load(cls, aggregate_id, what)
-        if org is not None and aggregate.org != org:
-            raise CrossOrg(f"{what} not found in org {org!r}")
-        authorize(principal, action, aggregate.org, environment, what)
-        return aggregate
-
     # --- findings ---------------------------------------------------------------------------
 
     def record_finding(
@@ -483,8 +293,7 @@ class PearlApp(
         )
         if self.exists(scan_id):
             scan = self.load(ScanReport, scan_id, f"scan {scan_id}")
-            position = self.recorder.max_notification_id() or 0
-            return CommandResult(scan.summary(), position, replayed=True)
+            return CommandResult(scan.summary(), self.position, replayed=True)
         now = self.clock()
         plan = self._ingest_findings(project, report, str(scan_id), now, principal.actor)
         if report.sanitized:
@@ -587,26 +396,6 @@ class PearlApp(
         findings = self.load_many(Finding, finding_ids, upto=position)
         return project, [f for f in findings.values() if f.org == current.org]
 
-    def load_many(self, cls: type[A], ids: list[UUID], upto: int | None = None) -> dict[UUID, A]:
-        """Reconstruct many aggregates from one bulk read (10,000 findings: one round trip)."""
-        store = self.recorder
-        assert isinstance(store, IdempotencyStore)
-        by_id: dict[UUID, list[Any]] = {}
-        for stored in store.select_events_for(ids, upto):
-            by_id.setdefault(UUID(str(stored.originator_id)), []).append(
-                self.mapper.to_domain_event(stored)
-            )
-        loaded: dict[UUID, A] = {}
-        for aggregate_id, events in by_id.items():
-            aggregate = project_aggregate(None, events)
-            if isinstance(aggregate, cls):
-                loaded[aggregate_id] = aggregate
-        return loaded
-
-    def as_of(self, cls: type[A], aggregate_id: UUID, position: int) -> A | None:
-        """Time travel for one aggregate (callers authorized the current one already)."""
-        return self.load_many(cls, [aggregate_id], upto=position).get(aggregate_id)
-
     def breach_slas(self, finding_ids: list[UUID]) -> int:
         """The scheduler's command: mark open findings past their SLA due date (one save)."""
         at = self.now()
@@ -630,8 +419,3 @@ def manual_fingerprint(cmd: RecordFinding) -> str:
     """Fingerprint of a hand-recorded finding: tool, rule, path and message, never the line."""
     parts = (cmd.tool, cmd.rule_id, cmd.path or "", " ".join(cmd.message.split()) or cmd.title)
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
-
-
-def command_idempotency(key: str | None, *parts: Any) -> Idempotency | None:
-    """Build the idempotency of a command from its key and the parts that define the request."""
-    return None if not key else Idempotency(key, request_digest(*parts))

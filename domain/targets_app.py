@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -20,11 +20,9 @@ from domain.errors import Conflict
 from domain.host import AppHost
 from domain.idempotency import IdempotencyStore, request_digest
 from domain.ingest import Report, ScanMeta
+from domain.kernel import CommandResult, Idempotency
 from domain.scan_job import ScanJob, Step, next_step, scan_job_id
 from domain.scan_target import ScanTarget, TargetSpec, check_name, scan_target_id
-
-if TYPE_CHECKING:
-    from domain.pearl_app import CommandResult, Idempotency
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -255,8 +253,6 @@ class ScanTargetCommands:
         The scan's scope is the job's target (name, branch) and it is a full scan: findings of
         that scope it no longer reports become fixed.
         """
-        from domain.pearl_app import Idempotency  # at call time: pearl_app imports this module
-
         job = self.load(ScanJob, job_id, f"scan job {job_id}")
         meta = ScanMeta(digest=digest, size=size, target=job.target_name, branch=job.branch)
         idem = Idempotency(_job_key(job.id), request_digest("scanJob", str(job.id)))

@@ -6,7 +6,6 @@ an audit event here, once, whichever adapter (HTTP, NATS, MCP) the command came 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 from uuid import UUID
 
 from contracts.tasks import ClaimTask, CompleteTask, CreateTasks, ReleaseTask, TaskHeartbeat
@@ -14,12 +13,10 @@ from domain.authz import Action, Principal
 from domain.errors import ConcurrencyConflict, InvalidInput, LeaseConflict, NotFound
 from domain.finding import Finding, finding_id
 from domain.host import AppHost
+from domain.kernel import CommandResult, Idempotency
 from domain.remediation import Target, plan_packets
 from domain.scan_report import ScanReport
 from domain.task_packet import TaskPacket, task_id
-
-if TYPE_CHECKING:
-    from domain.pearl_app import CommandResult, Idempotency
 
 
 class TaskCommands:

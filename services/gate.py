@@ -30,7 +30,8 @@ from domain.gate.facts import (
 )
 from domain.gate.inputs import Decision, GateInputs, RuleResult
 from domain.governance_app import GATEKEEPER, GateOutcome, ReplayIds, build_inputs
-from domain.pearl_app import CommandResult, Idempotency, PearlApp
+from domain.kernel import CommandResult, Idempotency
+from domain.pearl_app import PearlApp
 from domain.promotion import Promotion
 from projections import queries
 from projections.gate_snapshot import GateSnapshot, OpenFindings, read_snapshot

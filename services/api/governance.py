@@ -28,7 +28,7 @@ from contracts.governance import (
 from domain.authz import Action, Principal, authorize
 from domain.errors import InvalidInput, NotFound
 from domain.gate_policy import GatePolicy
-from domain.pearl_app import command_idempotency
+from domain.kernel import command_idempotency
 from domain.policy import diff_policies
 from projections import governance_queries as gq
 from services.api.context import ApiContext

@@ -25,14 +25,9 @@ from domain.errors import (
 )
 from domain.finding import Finding, finding_id
 from domain.ingest import ScanMeta
+from domain.kernel import CommandResult, Idempotency, command_idempotency
 from domain.org import org_id
-from domain.pearl_app import (
-    CommandResult,
-    Idempotency,
-    PearlApp,
-    command_idempotency,
-    manual_fingerprint,
-)
+from domain.pearl_app import PearlApp, manual_fingerprint
 from domain.project import Project, project_id
 from domain.scanners.model import NormalizedFinding, ParsedReport
 from tests.unit.conftest import START, FakeClock, event_names, finding_cmd, stored_events

@@ -15,7 +15,8 @@ from contracts.targets import RegisterScanTarget, RequestScanJob, UpdateScanTarg
 from domain.authz import Principal
 from domain.errors import Conflict, Forbidden, IdempotencyMismatch, InvalidInput, NotFound
 from domain.finding import Finding, finding_id
-from domain.pearl_app import Idempotency, PearlApp
+from domain.kernel import Idempotency
+from domain.pearl_app import PearlApp
 from domain.scan_job import ScanJob, backoff_seconds, next_step
 from domain.scan_target import (
     ScanTarget,
