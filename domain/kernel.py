@@ -94,6 +94,13 @@ class Kernel(Application[UUID]):
     #: on every load (one indexed read), so a long history is not replayed each time.
     env = {"AGGREGATE_CACHE_MAXSIZE": "256"}
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # eventsourcing names a subclass after its class; every subclass (PearlApp) is the one
+        # `pearl` application: its env prefix and the relay's `pearl_events` table follow it.
+        if "name" not in cls.__dict__:
+            cls.name = Kernel.name
+        super().__init_subclass__(**kwargs)
+
     def __init__(self, env: dict[str, str] | None = None, clock: Clock = utcnow) -> None:
         self.clock = clock
         super().__init__(env)

@@ -1087,3 +1087,14 @@ def test_interrupted_chunked_ingest_completes_on_retry_without_doubling_events(
     assert names.count("Finding.SeenAgain") == 0
     assert names.count("ScanReport.Submitted") == 1
     assert result.ids["counts"]["total"] == 35
+
+
+def test_pearl_app_keeps_the_application_name_pearl_it_inherits_from_the_kernel() -> None:
+    # eventsourcing would name the subclass "PearlApp": its env prefix and the relay's
+    # `pearl_events` table are derived from this name.
+    class Extended(PearlApp):
+        pass
+
+    assert PearlApp.name == "pearl"
+    assert Extended.name == "pearl"
+    assert PearlApp(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}).name == "pearl"
