@@ -7,20 +7,19 @@ from uuid import UUID
 from contracts.agents import PauseAgent, RegisterAgent, ResumeAgent, SetAutonomy
 from contracts.commands import IssueApiKey
 from domain.agent import Agent, agent_id
-from domain.api_key import ApiKey
+from domain.api_key import ApiKey, mint_key
 from domain.authz import Action, AgentGrant, Principal, authorize
 from domain.errors import Conflict
-from domain.host import AppHost
-from domain.kernel import CommandResult, Idempotency
+from domain.kernel import CommandResult, Idempotency, Kernel
 from domain.org import Org, org_id
 from domain.task_packet import TaskPacket
 
 
-class AgentCommands:
+class AgentCommands(Kernel):
     """Agents are principals of an org with their own credentials and autonomy levels."""
 
     def register_agent(
-        self: AppHost,
+        self,
         principal: Principal,
         org: str,
         cmd: RegisterAgent,
@@ -50,7 +49,7 @@ class AgentCommands:
         return result if result.replayed else result.revealing(token)
 
     def issue_agent_key(
-        self: AppHost,
+        self,
         principal: Principal,
         org: str,
         slug: str,
@@ -67,14 +66,14 @@ class AgentCommands:
         result = self.commit(org, ids, idem, key)
         return result if result.replayed else result.revealing(token)
 
-    def agent_grant(self: AppHost, org: str, slug: str) -> AgentGrant | None:
+    def agent_grant(self, org: str, slug: str) -> AgentGrant | None:
         """The agent's standing now (None when it was never registered)."""
         found = self.load_many(Agent, [agent_id(org, slug)])
         agent = found.get(agent_id(org, slug))
         return agent.grant if agent is not None else None
 
     def set_autonomy(
-        self: AppHost,
+        self,
         principal: Principal,
         org: str,
         slug: str,
@@ -90,7 +89,7 @@ class AgentCommands:
         return self.commit(org, ids, idem, agent)
 
     def pause_agent(
-        self: AppHost,
+        self,
         principal: Principal,
         org: str,
         slug: str,
@@ -121,7 +120,7 @@ class AgentCommands:
         )
 
     def resume_agent(
-        self: AppHost,
+        self,
         principal: Principal,
         org: str,
         slug: str,
@@ -136,10 +135,10 @@ class AgentCommands:
         return self.commit(org, {"slug": slug, "paused": False}, idem, agent)
 
 
-def _credential(host: AppHost, agent: Agent, actor: str) -> tuple[ApiKey, str]:
+def _credential(host: Kernel, agent: Agent, actor: str) -> tuple[ApiKey, str]:
     """A new API key bound to the agent (unsaved) and its token."""
-    key, token = host.mint_key(
-        agent.org, IssueApiKey(name=f"agent {agent.slug}", roles=["agent"]), actor
+    key, token = mint_key(
+        agent.org, IssueApiKey(name=f"agent {agent.slug}", roles=["agent"]), actor, host.clock
     )
     key.bind_agent(agent.slug, actor)
     return key, token

@@ -50,8 +50,7 @@ from domain.gate.facts import (
 )
 from domain.gate.inputs import Decision, GateInputs, utc_iso
 from domain.gate_policy import GatePolicy, gate_policy_id
-from domain.host import AppHost
-from domain.kernel import CommandResult, Idempotency
+from domain.kernel import CommandResult, Idempotency, Kernel
 from domain.org import Org, org_id
 from domain.policy import (
     PolicyInvalid,
@@ -122,13 +121,13 @@ def validate_policy(data: Any) -> PolicyDocument:
     return parse_policy(msgspec.json.encode(data), source="policy")
 
 
-class GovernanceCommands:
+class GovernanceCommands(Kernel):
     """The governance capability of the PeaRL Application."""
 
     # --- project profile --------------------------------------------------------------------
 
     def set_profile(
-        self: AppHost,
+        self,
         principal: Principal,
         project_id: UUID,
         cmd: SetProfile,
@@ -146,7 +145,7 @@ class GovernanceCommands:
     # --- policies ---------------------------------------------------------------------------
 
     def set_policy(
-        self: AppHost,
+        self,
         principal: Principal,
         org: str,
         project_id: UUID | None,
@@ -200,7 +199,7 @@ class GovernanceCommands:
         return self.commit(org, ids, idem, policy)
 
     def get_policy(
-        self: AppHost, principal: Principal, org: str, project_id: UUID | None, environment: str
+        self, principal: Principal, org: str, project_id: UUID | None, environment: str
     ) -> GatePolicy:
         if project_id is None:
             authorize(principal, Action.POLICY_READ, org)
@@ -214,7 +213,7 @@ class GovernanceCommands:
             raise NotFound(f"{where} has no policy for {environment!r}") from None
 
     def policy_in_force(
-        self: AppHost, principal: Principal, project_id: UUID, environment: str
+        self, principal: Principal, project_id: UUID, environment: str
     ) -> EffectivePolicy:
         """The baseline and project policy versions in force for an environment, merged."""
         project = self.owned_project(principal, project_id, Action.POLICY_READ)
@@ -225,7 +224,7 @@ class GovernanceCommands:
     # --- versions and test results ----------------------------------------------------------
 
     def register_version(
-        self: AppHost,
+        self,
         principal: Principal,
         project_id: UUID,
         cmd: RegisterVersion,
@@ -259,7 +258,7 @@ class GovernanceCommands:
         return self.commit(project.org, ids, idem, version)
 
     def submit_test_results(
-        self: AppHost,
+        self,
         principal: Principal,
         project_id: UUID,
         cmd: SubmitTestResults,
@@ -289,7 +288,7 @@ class GovernanceCommands:
     # --- promotions -------------------------------------------------------------------------
 
     def request_promotion(
-        self: AppHost,
+        self,
         principal: Principal,
         project_id: UUID,
         cmd: RequestPromotion,
@@ -357,18 +356,18 @@ class GovernanceCommands:
         }
         return self.commit(project.org, ids, idem, *changed)
 
-    def get_promotion(self: AppHost, principal: Principal, promotion_id: UUID) -> Promotion:
+    def get_promotion(self, principal: Principal, promotion_id: UUID) -> Promotion:
         return _visible(self, principal, Promotion, promotion_id, Action.PROJECT_READ)
 
-    def promotion_for_gate(self: AppHost, promotion_id: UUID) -> Promotion:
+    def promotion_for_gate(self, promotion_id: UUID) -> Promotion:
         """The promotion, for the gate service (callers were authorized already)."""
         return _current(self, Promotion, promotion_id, f"promotion {promotion_id}")
 
-    def authorize_evaluation(self: AppHost, principal: Principal, promotion_id: UUID) -> Promotion:
+    def authorize_evaluation(self, principal: Principal, promotion_id: UUID) -> Promotion:
         return _visible(self, principal, Promotion, promotion_id, Action.PROMOTION_REQUEST)
 
     def record_gate(
-        self: AppHost,
+        self,
         promotion_id: UUID,
         inputs: GateInputs,
         as_of_position: int,
@@ -411,7 +410,7 @@ class GovernanceCommands:
         return GateOutcome(result, decision, decision_id)
 
     def promote(
-        self: AppHost, principal: Principal, promotion_id: UUID, idem: Idempotency | None = None
+        self, principal: Principal, promotion_id: UUID, idem: Idempotency | None = None
     ) -> CommandResult:
         """Complete a promotion whose latest gate evaluation passed: the version goes live."""
         promotion = self.load(Promotion, promotion_id, f"promotion {promotion_id}")
@@ -450,7 +449,7 @@ class GovernanceCommands:
         return self.commit(promotion.org, ids, idem, promotion, env)
 
     def reject_promotion(
-        self: AppHost,
+        self,
         principal: Principal,
         promotion_id: UUID,
         reason: str,
@@ -483,7 +482,7 @@ class GovernanceCommands:
         return self.commit(promotion.org, ids, idem, promotion, env, *voided)
 
     def rollback(
-        self: AppHost,
+        self,
         principal: Principal,
         project_id: UUID,
         environment: str,
@@ -508,7 +507,7 @@ class GovernanceCommands:
         return self.commit(project.org, ids, idem, env)
 
     def get_environment(
-        self: AppHost, principal: Principal, project_id: UUID, environment: str
+        self, principal: Principal, project_id: UUID, environment: str
     ) -> DeployEnvironment | None:
         project = self.owned_project(principal, project_id, Action.PROJECT_READ)
         if environment not in project.environments:
@@ -518,7 +517,7 @@ class GovernanceCommands:
     # --- approvals --------------------------------------------------------------------------
 
     def request_approval(
-        self: AppHost, principal: Principal, promotion_id: UUID, idem: Idempotency | None = None
+        self, principal: Principal, promotion_id: UUID, idem: Idempotency | None = None
     ) -> CommandResult:
         """Ask again after a request expired or was rejected (same version, fresh expiry)."""
         promotion = _visible(self, principal, Promotion, promotion_id, Action.PROMOTION_REQUEST)
@@ -543,7 +542,7 @@ class GovernanceCommands:
         return self.commit(promotion.org, ids, idem, promotion, request)
 
     def decide_approval(
-        self: AppHost,
+        self,
         principal: Principal,
         request_id: UUID,
         cmd: DecideApproval,
@@ -567,7 +566,7 @@ class GovernanceCommands:
         return self.commit(request.org, ids, idem, request)
 
     def comment_approval(
-        self: AppHost,
+        self,
         principal: Principal,
         request_id: UUID,
         cmd: CommentApproval,
@@ -582,17 +581,17 @@ class GovernanceCommands:
         request.comment(cmd.text, self.clock().isoformat(), principal.actor)
         return self.commit(request.org, {"id": str(request.id)}, idem, request)
 
-    def get_approval(self: AppHost, principal: Principal, request_id: UUID) -> ApprovalRequest:
+    def get_approval(self, principal: Principal, request_id: UUID) -> ApprovalRequest:
         return _visible(self, principal, ApprovalRequest, request_id, Action.PROJECT_READ)
 
-    def expire_approval(self: AppHost, request_id: UUID) -> bool:
+    def expire_approval(self, request_id: UUID) -> bool:
         """The scheduler's command: expire a pending request that is past due."""
         return _expire(self, ApprovalRequest, request_id)
 
     # --- exceptions -------------------------------------------------------------------------
 
     def request_exception(
-        self: AppHost,
+        self,
         principal: Principal,
         project_id: UUID,
         cmd: RequestException,
@@ -642,7 +641,7 @@ class GovernanceCommands:
         return self.commit(project.org, result_ids, idem, exception)
 
     def decide_exception(
-        self: AppHost,
+        self,
         principal: Principal,
         exception_id: UUID,
         cmd: DecideException,
@@ -664,7 +663,7 @@ class GovernanceCommands:
         return self.commit(exception.org, ids, idem, exception)
 
     def revoke_exception(
-        self: AppHost,
+        self,
         principal: Principal,
         exception_id: UUID,
         reason: str,
@@ -677,14 +676,14 @@ class GovernanceCommands:
         ids = {"id": str(exception.id), "status": exception.status}
         return self.commit(exception.org, ids, idem, exception)
 
-    def expire_exception(self: AppHost, exception_id: UUID) -> bool:
+    def expire_exception(self, exception_id: UUID) -> bool:
         """The scheduler's command: an exception past its expiry stops counting."""
         return _expire(self, RiskException, exception_id)
 
     # --- replay -----------------------------------------------------------------------------
 
     def replay_decision(
-        self: AppHost, promotion_id: UUID, decision_id: str, ids: ReplayIds
+        self, promotion_id: UUID, decision_id: str, ids: ReplayIds
     ) -> dict[str, Any]:
         """Re-run a recorded evaluation from the event store as of its position."""
         current = self.load(Promotion, promotion_id, f"promotion {promotion_id}")
@@ -712,7 +711,7 @@ class GovernanceCommands:
 
 
 def inputs_from_store(
-    host: AppHost, promotion: Promotion, ids: ReplayIds, position: int | None, now: str
+    host: Kernel, promotion: Promotion, ids: ReplayIds, position: int | None, now: str
 ) -> tuple[GateInputs, Project]:
     """A promotion's gate inputs rebuilt from the event store as of `position` (None: now)."""
     at = datetime.fromisoformat(now)
@@ -782,7 +781,7 @@ def build_inputs(
 
 
 def effective_policy(
-    host: AppHost, project: Project, environment: str, versions: dict[str, Any] | None = None
+    host: Kernel, project: Project, environment: str, versions: dict[str, Any] | None = None
 ) -> EffectivePolicy:
     """Baseline + project policy for an environment: the versions in force, or those named."""
     entries: dict[str, dict[str, Any] | None] = {}
@@ -803,7 +802,7 @@ def effective_policy(
 
 
 def _policy_entry(
-    host: AppHost, org: str, project_id: str | None, environment: str, version: int | None = None
+    host: Kernel, org: str, project_id: str | None, environment: str, version: int | None = None
 ) -> dict[str, Any] | None:
     """One version of a policy (the one in force when `version` is None); None if none."""
     policy_id = gate_policy_id(org, project_id, environment)
@@ -817,7 +816,7 @@ def _document(entry: dict[str, Any] | None) -> PolicyDocument | None:
     return None if entry is None else msgspec.convert(entry["document"], PolicyDocument)
 
 
-def _current(host: AppHost, cls: type[A], aggregate_id: UUID, what: str) -> A:
+def _current(host: Kernel, cls: type[A], aggregate_id: UUID, what: str) -> A:
     """The aggregate as stored now, a copy of the caller's own.
 
     It comes from the Application's aggregate cache, brought up to date with the events stored
@@ -844,7 +843,7 @@ def _copy(aggregate: A) -> A:
 
 
 def _visible(
-    host: AppHost,
+    host: Kernel,
     principal: Principal,
     cls: type[G],
     aggregate_id: UUID,
@@ -855,7 +854,7 @@ def _visible(
     return host.owned(principal, cls, aggregate_id, f"{_name(cls)} {aggregate_id}", action, org)
 
 
-def _expire(host: AppHost, cls: type[ApprovalRequest | RiskException], aggregate_id: UUID) -> bool:
+def _expire(host: Kernel, cls: type[ApprovalRequest | RiskException], aggregate_id: UUID) -> bool:
     """The scheduler's expiry command; False when the aggregate says it is not due."""
     aggregate = host.load(cls, aggregate_id, f"{_name(cls)} {aggregate_id}")
     if not aggregate.expire(host.clock(), SCHEDULER):
@@ -869,7 +868,7 @@ def _name(cls: type) -> str:
     return names.get(cls, cls.__name__.lower())
 
 
-def _environment(host: AppHost, project_id: str, name: str) -> DeployEnvironment | None:
+def _environment(host: Kernel, project_id: str, name: str) -> DeployEnvironment | None:
     env_id = environment_id(project_id, name)
     if not host.exists(env_id):
         return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
@@ -13,7 +13,7 @@ from eventsourcing.persistence import IntegrityError
 
 from contracts.commands import CreateOrg, CreateProject, IssueApiKey, RecordFinding
 from domain.agents_app import AgentCommands
-from domain.api_key import ApiKey, api_key_id, generate_key, split_token
+from domain.api_key import ApiKey, api_key_id, mint_key, split_token
 from domain.audit_checkpoint import AuditCheckpoint, checkpoint_id
 from domain.authz import SYSTEM_ORG, Action, Principal, Role, authorize
 from domain.errors import (
@@ -87,26 +87,10 @@ class PearlApp(AgentCommands, TaskCommands, GovernanceCommands, ScanTargetComman
             self.load(Org, org_id(org), f"org {org!r}")
         return self._issue_key(org, cmd, principal.actor, idem)
 
-    def mint_key(self, org: str, cmd: IssueApiKey, actor: str) -> tuple[ApiKey, str]:
-        """A new key aggregate (unsaved) and its token, which exists only in this answer."""
-        new = generate_key(org)
-        expires = cmd.expires_in_days and (self.clock() + timedelta(days=cmd.expires_in_days))
-        key = ApiKey(
-            org=org,
-            key_id=new.key_id,
-            name=cmd.name,
-            roles=list(cmd.roles),
-            salt=new.salt,
-            digest=new.digest,
-            expires_at=expires.isoformat() if expires else None,
-            actor=actor,
-        )
-        return key, new.token
-
     def _issue_key(
         self, org: str, cmd: IssueApiKey, actor: str, idem: Idempotency | None = None
     ) -> CommandResult:
-        key, token = self.mint_key(org, cmd, actor)
+        key, token = mint_key(org, cmd, actor, self.clock)
         result = self.commit(org, {"key_id": key.key_id, "org": org}, idem, key)
         return result if result.replayed else result.revealing(token)
 

@@ -1,15 +1,14 @@
 """Scan target and scan job commands, mixed into the PeaRL Application.
 
-`PearlApp` inherits `ScanTargetCommands`; its methods use only the Application plumbing that
-`TargetHost` names (load, commit, replayed, clock, submit_scan), so this module does not import
-`pearl_app` at import time and the two modules can refer to each other without a cycle.
+`PearlApp` inherits `ScanTargetCommands`; its methods use the kernel (`domain.kernel`: load,
+commit, replayed, clock) and PearlApp's `submit_scan`, so this module never imports `pearl_app`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -17,10 +16,9 @@ from eventsourcing.domain import Aggregate
 from contracts.targets import RegisterScanTarget, TargetDefinition
 from domain.authz import Action, Principal, Role
 from domain.errors import Conflict
-from domain.host import AppHost
 from domain.idempotency import IdempotencyStore, request_digest
 from domain.ingest import Report, ScanMeta
-from domain.kernel import CommandResult, Idempotency
+from domain.kernel import CommandResult, Idempotency, Kernel
 from domain.scan_job import ScanJob, Step, next_step, scan_job_id
 from domain.scan_target import ScanTarget, TargetSpec, check_name, scan_target_id
 
@@ -33,9 +31,6 @@ SCHEDULER_ACTOR = "system:scheduler"
 MANAGE_TARGETS = Action.PROJECT_CREATE
 REQUEST_JOBS = Action.SCAN_SUBMIT
 READ = Action.FINDING_READ
-
-
-TargetHost = AppHost
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,13 +94,25 @@ def _new_job(
     )
 
 
-class ScanTargetCommands:
+class ScanTargetCommands(Kernel):
     """Register, change and remove scan targets; request, run and finish scan jobs."""
+
+    if TYPE_CHECKING:  # a job's report is ingested by PearlApp's scan command (jobs -> scans)
+
+        def submit_scan(
+            self,
+            principal: Principal,
+            project_id: UUID,
+            report: Report,
+            meta: ScanMeta,
+            idem: Idempotency | None = None,
+            org: str | None = None,
+        ) -> CommandResult: ...
 
     # --- targets ----------------------------------------------------------------------------
 
     def register_target(
-        self: TargetHost,
+        self,
         principal: Principal,
         project_id: UUID,
         cmd: RegisterScanTarget,
@@ -137,7 +144,7 @@ class ScanTargetCommands:
         return self.commit(project.org, ids, idem, target)
 
     def update_target(
-        self: TargetHost,
+        self,
         principal: Principal,
         target_id: UUID,
         cmd: TargetDefinition,
@@ -151,7 +158,7 @@ class ScanTargetCommands:
         return self.commit(target.org, {"id": str(target.id), "name": target.name}, idem, target)
 
     def remove_target(
-        self: TargetHost,
+        self,
         principal: Principal,
         target_id: UUID,
         reason: str = "removed",
@@ -165,13 +172,13 @@ class ScanTargetCommands:
         target.remove(reason, principal.actor)
         return self.commit(target.org, {"id": str(target.id), "name": target.name}, idem, target)
 
-    def get_target(self: TargetHost, principal: Principal, target_id: UUID) -> ScanTarget:
+    def get_target(self, principal: Principal, target_id: UUID) -> ScanTarget:
         return _target_for(self, principal, target_id, READ)
 
     # --- jobs -------------------------------------------------------------------------------
 
     def request_scan_job(
-        self: TargetHost,
+        self,
         principal: Principal,
         target_id: UUID,
         scanner: str | None = None,
@@ -193,7 +200,7 @@ class ScanTargetCommands:
         }
         return self.commit(target.org, ids, idem, *jobs)
 
-    def request_scheduled_jobs(self: TargetHost, target_id: UUID, slot: datetime) -> CommandResult:
+    def request_scheduled_jobs(self, target_id: UUID, slot: datetime) -> CommandResult:
         """The scheduler's command: the jobs of one schedule slot, each requested at most once."""
         target = self.load(ScanTarget, target_id, f"scan target {target_id}")
         if target.removed or target.schedule is None:
@@ -212,15 +219,15 @@ class ScanTargetCommands:
         }
         return self.commit(target.org, ids, None, *jobs)
 
-    def get_job(self: TargetHost, principal: Principal, job_id: UUID) -> ScanJob:
+    def get_job(self, principal: Principal, job_id: UUID) -> ScanJob:
         return self.owned(principal, ScanJob, job_id, f"scan job {job_id}", READ)
 
-    def job_step(self: TargetHost, job_id: UUID, attempt: int, grace: float) -> Step:
+    def job_step(self, job_id: UUID, attempt: int, grace: float) -> Step:
         """What a runner told to make attempt `attempt` of a job should do now."""
         job = self.load(ScanJob, job_id, f"scan job {job_id}")
         return next_step(job, attempt, self.clock(), grace)
 
-    def start_job(self: TargetHost, job_id: UUID) -> JobRun | None:
+    def start_job(self, job_id: UUID) -> JobRun | None:
         """Begin a job's next attempt; None (and the job cancelled) if its target was removed."""
         job = self.load(ScanJob, job_id, f"scan job {job_id}")
         target = self.load(ScanTarget, UUID(job.target_id), f"scan target {job.target_id}")
@@ -246,7 +253,7 @@ class ScanTargetCommands:
         )
 
     def ingest_job_report(
-        self: TargetHost, job_id: UUID, report: Report, digest: str, size: int
+        self, job_id: UUID, report: Report, digest: str, size: int
     ) -> CommandResult:
         """Submit a job's report through the same ingestion as HTTP, at most once per job.
 
@@ -259,7 +266,7 @@ class ScanTargetCommands:
         principal = runner_principal(job.org)
         return self.submit_scan(principal, UUID(job.project_id), report, meta, idem, job.org)
 
-    def job_ingested(self: TargetHost, job_id: UUID) -> dict[str, Any] | None:
+    def job_ingested(self, job_id: UUID) -> dict[str, Any] | None:
         """The scan summary if this job's report was already ingested (a runner stopped after)."""
         job = self.load(ScanJob, job_id, f"scan job {job_id}")
         store = self.recorder
@@ -269,7 +276,7 @@ class ScanTargetCommands:
         return dict(record.response) if record is not None else None
 
     def job_succeeded(
-        self: TargetHost, job_id: UUID, summary: dict[str, Any], tool_version: str | None = None
+        self, job_id: UUID, summary: dict[str, Any], tool_version: str | None = None
     ) -> CommandResult:
         """Record the scan a job produced (its id and counts, from the ingestion's answer)."""
         job = self.load(ScanJob, job_id, f"scan job {job_id}")
@@ -285,7 +292,7 @@ class ScanTargetCommands:
         return self.commit(job.org, ids, None, job)
 
     def job_failed(
-        self: TargetHost,
+        self,
         job_id: UUID,
         reason: str,
         *,
@@ -300,6 +307,6 @@ class ScanTargetCommands:
 
 
 def _target_for(
-    host: TargetHost, principal: Principal, target_id: UUID, action: Action, org: str | None = None
+    host: Kernel, principal: Principal, target_id: UUID, action: Action, org: str | None = None
 ) -> ScanTarget:
     return host.owned(principal, ScanTarget, target_id, f"scan target {target_id}", action, org)

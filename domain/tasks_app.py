@@ -12,16 +12,15 @@ from contracts.tasks import ClaimTask, CompleteTask, CreateTasks, ReleaseTask, T
 from domain.authz import Action, Principal
 from domain.errors import ConcurrencyConflict, InvalidInput, LeaseConflict, NotFound
 from domain.finding import Finding, finding_id
-from domain.host import AppHost
-from domain.kernel import CommandResult, Idempotency
+from domain.kernel import CommandResult, Idempotency, Kernel
 from domain.remediation import Target, plan_packets
 from domain.scan_report import ScanReport
 from domain.task_packet import TaskPacket, task_id
 
 
-class TaskCommands:
+class TaskCommands(Kernel):
     def create_tasks(
-        self: AppHost,
+        self,
         principal: Principal,
         project_id: UUID,
         cmd: CreateTasks,
@@ -81,12 +80,12 @@ class TaskCommands:
         return self.commit(project.org, ids, idem, *created, *changed)
 
     def get_task(
-        self: AppHost, principal: Principal, tid: UUID, project_id: UUID | None = None
+        self, principal: Principal, tid: UUID, project_id: UUID | None = None
     ) -> TaskPacket:
         return _task_for(self, principal, tid, Action.TASK_READ, None, project_id)
 
     def claim_task(
-        self: AppHost,
+        self,
         principal: Principal,
         tid: UUID,
         cmd: ClaimTask,
@@ -107,7 +106,7 @@ class TaskCommands:
                 raise LeaseConflict(f"task {tid} was claimed by someone else first") from None
 
     def heartbeat_task(
-        self: AppHost,
+        self,
         principal: Principal,
         tid: UUID,
         cmd: TaskHeartbeat,
@@ -125,7 +124,7 @@ class TaskCommands:
             return self.commit(task.org, ids, idem, task)
 
     def complete_task(
-        self: AppHost,
+        self,
         principal: Principal,
         tid: UUID,
         cmd: CompleteTask,
@@ -151,7 +150,7 @@ class TaskCommands:
             return self.commit(task.org, {"id": str(tid), "status": task.status}, idem, task)
 
     def release_task(
-        self: AppHost,
+        self,
         principal: Principal,
         tid: UUID,
         cmd: ReleaseTask,
@@ -169,7 +168,7 @@ class TaskCommands:
 
     # --- the scheduler's and the verifier's commands ----------------------------------------
 
-    def expire_task_lease(self: AppHost, tid: UUID, paused_agent: str | None = None) -> bool:
+    def expire_task_lease(self, tid: UUID, paused_agent: str | None = None) -> bool:
         """Take back a packet whose lease ran out (or whose holder is paused); False if not due."""
         task = self.load(TaskPacket, tid, f"task {tid}")
         now = self.clock()
@@ -185,7 +184,7 @@ class TaskCommands:
             return False
         return True
 
-    def verify_tasks(self: AppHost, scan_id: UUID, candidates: list[UUID]) -> dict[str, int]:
+    def verify_tasks(self, scan_id: UUID, candidates: list[UUID]) -> dict[str, int]:
         """Judge completed packets of the scan's project by a full scan submitted after them."""
         scan = self.load(ScanReport, scan_id, f"scan {scan_id}")
         counts = {"verified": 0, "reopened": 0}
@@ -216,7 +215,7 @@ class TaskCommands:
 
 
 def _task_for(
-    host: AppHost,
+    host: Kernel,
     principal: Principal,
     tid: UUID,
     action: Action,
