@@ -11,14 +11,12 @@ digest, or the decision was not what its history says.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 from uuid import UUID
 
 import msgspec
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
 
 from contracts.governance import (
@@ -134,7 +132,7 @@ class GovernanceCommands(Kernel):
         idem: Idempotency | None = None,
         org: str | None = None,
     ) -> CommandResult:
-        project = self.owned_project(principal, project_id, Action.PROFILE_SET, org)
+        project = self.owned_project(principal, project_id, Action.PROFILE_SET, org=org)
         if (replay := self.replayed(project.org, idem)) is not None:
             return replay
         profile = msgspec.to_builtins(cmd)
@@ -156,10 +154,10 @@ class GovernanceCommands(Kernel):
         """A new version of a baseline (no project) or project policy; the same one is a no-op."""
         pid: str | None = None
         if project_id is None:
-            authorize(principal, Action.POLICY_MANAGE, org)
+            authorize(principal, Action.POLICY_MANAGE, org=org)
             self.load(Org, org_id(org), f"org {org!r}")
         else:
-            project = self.owned_project(principal, project_id, Action.POLICY_MANAGE, org)
+            project = self.owned_project(principal, project_id, Action.POLICY_MANAGE, org=org)
             if environment not in project.environments:
                 raise InvalidInput(
                     f"environment {environment!r} is not one of {project.environments}"
@@ -232,7 +230,7 @@ class GovernanceCommands(Kernel):
         org: str | None = None,
     ) -> CommandResult:
         """Register a build; the same build again is a no-op, another build under its label 409."""
-        project = self.owned_project(principal, project_id, Action.VERSION_REGISTER, org)
+        project = self.owned_project(principal, project_id, Action.VERSION_REGISTER, org=org)
         if (replay := self.replayed(project.org, idem)) is not None:
             return replay
         pid = str(project.id)
@@ -265,7 +263,7 @@ class GovernanceCommands(Kernel):
         idem: Idempotency | None = None,
         org: str | None = None,
     ) -> CommandResult:
-        project = self.owned_project(principal, project_id, Action.TESTS_SUBMIT, org)
+        project = self.owned_project(principal, project_id, Action.TESTS_SUBMIT, org=org)
         if (replay := self.replayed(project.org, idem)) is not None:
             return replay
         if cmd.passed + cmd.failed + cmd.skipped == 0:
@@ -296,7 +294,9 @@ class GovernanceCommands(Kernel):
         org: str | None = None,
     ) -> CommandResult:
         """Open a promotion of a registered version into the next environment (gate pending)."""
-        project = self.owned_project(principal, project_id, Action.PROMOTION_REQUEST, org, cmd.to)
+        project = self.owned_project(
+            principal, project_id, Action.PROMOTION_REQUEST, org=org, environment=cmd.to
+        )
         if (replay := self.replayed(project.org, idem)) is not None:
             return replay
         pid = str(project.id)
@@ -361,7 +361,7 @@ class GovernanceCommands(Kernel):
 
     def promotion_for_gate(self, promotion_id: UUID) -> Promotion:
         """The promotion, for the gate service (callers were authorized already)."""
-        return _current(self, Promotion, promotion_id, f"promotion {promotion_id}")
+        return self.load(Promotion, promotion_id, f"promotion {promotion_id}", shallow=True)
 
     def authorize_evaluation(self, principal: Principal, promotion_id: UUID) -> Promotion:
         return _visible(self, principal, Promotion, promotion_id, Action.PROMOTION_REQUEST)
@@ -381,12 +381,12 @@ class GovernanceCommands(Kernel):
         An automatic re-evaluation whose trigger was already covered by an earlier evaluation
         of this promotion, or a promotion that is closed, records nothing.
         """
-        promotion = _current(self, Promotion, promotion_id, f"promotion {promotion_id}")
+        promotion = self.load(Promotion, promotion_id, f"promotion {promotion_id}", shallow=True)
         if not promotion.is_open:
             return GateOutcome(None, None, None)
         if trigger != "manual" and trigger_position <= promotion.last_trigger:
             return GateOutcome(None, None, None)
-        project = _current(self, Project, UUID(promotion.project_id), "project")
+        project = self.load(Project, UUID(promotion.project_id), "project", shallow=True)
         policy = effective_policy(self, project, promotion.to_environment)
         decision = evaluate(policy.rules, inputs)
         decision_id = promotion.record_evaluation(
@@ -599,7 +599,7 @@ class GovernanceCommands(Kernel):
         org: str | None = None,
     ) -> CommandResult:
         project = self.owned_project(
-            principal, project_id, Action.EXCEPTION_REQUEST, org, cmd.environment
+            principal, project_id, Action.EXCEPTION_REQUEST, org=org, environment=cmd.environment
         )
         if (replay := self.replayed(project.org, idem)) is not None:
             return replay
@@ -816,32 +816,6 @@ def _document(entry: dict[str, Any] | None) -> PolicyDocument | None:
     return None if entry is None else msgspec.convert(entry["document"], PolicyDocument)
 
 
-def _current(host: Kernel, cls: type[A], aggregate_id: UUID, what: str) -> A:
-    """The aggregate as stored now, a copy of the caller's own.
-
-    It comes from the Application's aggregate cache, brought up to date with the events stored
-    since (one indexed read, usually empty); the copy shares nested values but not the lists
-    and dicts events change (a deep copy of a long decision history costs more than a gate).
-    """
-    try:
-        aggregate: Aggregate = host.repository.get(aggregate_id, deepcopy_from_cache=False)
-    except AggregateNotFoundError:
-        raise NotFound(f"{what} not found") from None
-    if not isinstance(aggregate, cls):
-        raise NotFound(f"{what} not found")
-    return _copy(aggregate)
-
-
-def _copy(aggregate: A) -> A:
-    """A copy whose attribute lists and dicts are its own: events append to or reassign
-    them, so changing the copy leaves the original as it was."""
-    clone = copy.copy(aggregate)
-    for name, value in vars(aggregate).items():
-        if isinstance(value, list | dict):
-            setattr(clone, name, copy.copy(value))
-    return clone
-
-
 def _visible(
     host: Kernel,
     principal: Principal,
@@ -851,7 +825,7 @@ def _visible(
     org: str | None = None,
 ) -> G:
     """A governance aggregate the principal may act on (see `PearlApp.owned`)."""
-    return host.owned(principal, cls, aggregate_id, f"{_name(cls)} {aggregate_id}", action, org)
+    return host.owned(principal, cls, aggregate_id, f"{_name(cls)} {aggregate_id}", action, org=org)
 
 
 def _expire(host: Kernel, cls: type[ApprovalRequest | RiskException], aggregate_id: UUID) -> bool:

@@ -8,6 +8,7 @@ caller's org (`audited`, `record_denial`). ADR 0011 (docs/adr/0011-one-applicati
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -127,14 +128,22 @@ class Kernel(Application[UUID]):
 
     # --- loading ---------------------------------------------------------------------------
 
-    def load(self, cls: type[A], aggregate_id: UUID, what: str) -> A:
+    def load(self, cls: type[A], aggregate_id: UUID, what: str, *, shallow: bool = False) -> A:
+        """The aggregate as stored now, or `NotFound(f"{what} not found")`.
+
+        It comes from the aggregate cache, brought up to date with the events stored since (one
+        indexed read, usually empty). `shallow` copies only the lists and dicts events change,
+        not the whole aggregate (a deep copy of a long decision history costs more than a gate).
+        """
         try:
-            aggregate: Aggregate = self.repository.get(aggregate_id)
+            aggregate: Aggregate = self.repository.get(
+                aggregate_id, deepcopy_from_cache=not shallow
+            )
         except AggregateNotFoundError:
             raise NotFound(f"{what} not found") from None
         if not isinstance(aggregate, cls):
             raise NotFound(f"{what} not found")
-        return aggregate
+        return _shallow_copy(aggregate) if shallow else aggregate
 
     def exists(self, aggregate_id: UUID) -> bool:
         return aggregate_id in self.repository
@@ -231,13 +240,16 @@ class Kernel(Application[UUID]):
         principal: Principal,
         project_id: UUID,
         action: Action,
+        *,
         org: str | None = None,
         environment: str | None = None,
     ) -> Project:
         """The project if the principal may act on it (and it is in `org`, when one is named);
         an agent's autonomy is judged in `environment` (`*` when the action has none)."""
         what = f"project {project_id}"
-        return self.owned(principal, Project, project_id, what, action, org, environment)
+        return self.owned(
+            principal, Project, project_id, what, action, org=org, environment=environment
+        )
 
     def owned(
         self,
@@ -246,6 +258,7 @@ class Kernel(Application[UUID]):
         aggregate_id: UUID,
         what: str,
         action: Action,
+        *,
         org: str | None = None,
         environment: str | None = None,
     ) -> OA:
@@ -279,3 +292,13 @@ class Kernel(Application[UUID]):
     def as_of(self, cls: type[A], aggregate_id: UUID, position: int) -> A | None:
         """Time travel for one aggregate (callers authorized the current one already)."""
         return self.load_many(cls, [aggregate_id], upto=position).get(aggregate_id)
+
+
+def _shallow_copy(aggregate: A) -> A:
+    """A copy whose attribute lists and dicts are its own: events append to or reassign
+    them, so changing the copy leaves the original (the cached one) as it was."""
+    clone = copy.copy(aggregate)
+    for name, value in vars(aggregate).items():
+        if isinstance(value, list | dict):
+            setattr(clone, name, copy.copy(value))
+    return clone

@@ -203,7 +203,7 @@ class PearlApp(AgentCommands, TaskCommands, GovernanceCommands, ScanTargetComman
         org: str | None = None,
     ) -> CommandResult:
         """Record one finding; the same fingerprint again only marks it seen again."""
-        project = self.owned_project(principal, project_id, Action.FINDING_RECORD, org)
+        project = self.owned_project(principal, project_id, Action.FINDING_RECORD, org=org)
         if (replay := self.replayed(project.org, idem)) is not None:
             return replay
         fingerprint = cmd.fingerprint or manual_fingerprint(cmd)
@@ -268,7 +268,7 @@ class PearlApp(AgentCommands, TaskCommands, GovernanceCommands, ScanTargetComman
         org: str | None = None,
     ) -> CommandResult:
         """Ingest a parsed report in one transaction: findings, scope membership, the scan."""
-        project = self.owned_project(principal, project_id, Action.SCAN_SUBMIT, org)
+        project = self.owned_project(principal, project_id, Action.SCAN_SUBMIT, org=org)
         if (replay := self.replayed(project.org, idem)) is not None:
             return replay
         pid = str(project.id)

@@ -120,7 +120,7 @@ class ScanTargetCommands(Kernel):
         org: str | None = None,
     ) -> CommandResult:
         """Register a target; the same definition again is a no-op, a different one a conflict."""
-        project = self.owned_project(principal, project_id, MANAGE_TARGETS, org)
+        project = self.owned_project(principal, project_id, MANAGE_TARGETS, org=org)
         if (replay := self.replayed(project.org, idem)) is not None:
             return replay
         name = check_name(cmd.name)
@@ -151,7 +151,7 @@ class ScanTargetCommands(Kernel):
         idem: Idempotency | None = None,
         org: str | None = None,
     ) -> CommandResult:
-        target = _target_for(self, principal, target_id, MANAGE_TARGETS, org)
+        target = _target_for(self, principal, target_id, MANAGE_TARGETS, org=org)
         if (replay := self.replayed(target.org, idem)) is not None:
             return replay
         target.update(spec_of(cmd), principal.actor)
@@ -166,7 +166,7 @@ class ScanTargetCommands(Kernel):
         org: str | None = None,
     ) -> CommandResult:
         """Remove a target: no more jobs; those not started yet are cancelled when picked up."""
-        target = _target_for(self, principal, target_id, MANAGE_TARGETS, org)
+        target = _target_for(self, principal, target_id, MANAGE_TARGETS, org=org)
         if (replay := self.replayed(target.org, idem)) is not None:
             return replay
         target.remove(reason, principal.actor)
@@ -309,4 +309,4 @@ class ScanTargetCommands(Kernel):
 def _target_for(
     host: Kernel, principal: Principal, target_id: UUID, action: Action, org: str | None = None
 ) -> ScanTarget:
-    return host.owned(principal, ScanTarget, target_id, f"scan target {target_id}", action, org)
+    return host.owned(principal, ScanTarget, target_id, f"scan target {target_id}", action, org=org)

@@ -31,7 +31,7 @@ class TaskCommands(Kernel):
         """Cut packets from the named findings, or from `candidates` (open findings in no
         unfinished packet, from the read model); each packet is re-derived from the events."""
         with self.audited(principal, Action.TASK_CREATE, f"project/{project_id}/tasks"):
-            project = self.owned_project(principal, project_id, Action.TASK_CREATE, org)
+            project = self.owned_project(principal, project_id, Action.TASK_CREATE, org=org)
         if (replay := self.replayed(project.org, idem)) is not None:
             return replay
         pid = str(project.id)
@@ -223,7 +223,7 @@ def _task_for(
     project_id: UUID | None = None,
 ) -> TaskPacket:
     """The packet if the caller may act on it (in `org` and `project_id`, when named)."""
-    task = host.owned(principal, TaskPacket, tid, f"task {tid}", action, org)
+    task = host.owned(principal, TaskPacket, tid, f"task {tid}", action, org=org)
     if project_id is not None and task.project_id != str(project_id):
         raise NotFound(f"task {tid} not found in project {project_id}")
     return task
