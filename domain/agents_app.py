@@ -68,8 +68,7 @@ class AgentCommands(Kernel):
 
     def agent_grant(self, org: str, slug: str) -> AgentGrant | None:
         """The agent's standing now (None when it was never registered)."""
-        found = self.load_many(Agent, [agent_id(org, slug)])
-        agent = found.get(agent_id(org, slug))
+        agent = self.find(Agent, agent_id(org, slug))
         return agent.grant if agent is not None else None
 
     def set_autonomy(

@@ -171,10 +171,8 @@ class GovernanceCommands(Kernel):
             if baseline is not None and (errors := tightening_errors(baseline, document)):
                 raise PolicyInvalid(errors)
         policy_id = gate_policy_id(org, pid, environment)
-        policy = (
-            self.load(GatePolicy, policy_id, "policy")
-            if self.exists(policy_id)
-            else GatePolicy(org=org, project_id=pid, environment=environment, actor=principal.actor)
+        policy = self.find(GatePolicy, policy_id) or GatePolicy(
+            org=org, project_id=pid, environment=environment, actor=principal.actor
         )
         changed = policy.revise(
             policy_as_dict(document),
@@ -237,8 +235,7 @@ class GovernanceCommands(Kernel):
         vid = release_version_id(pid, cmd.version)
         digest = version_digest(pid, cmd.version, cmd.commit, cmd.artifact_digest)
         ids = {"id": str(vid), "project_id": pid, "version": cmd.version, "digest": digest}
-        if self.exists(vid):
-            existing = self.load(ReleaseVersion, vid, f"version {cmd.version!r}")
+        if (existing := self.find(ReleaseVersion, vid)) is not None:
             if not existing.same_build(cmd.commit, cmd.artifact_digest, cmd.author):
                 raise Conflict(f"version {cmd.version!r} is already registered for another build")
             return self.commit(project.org, ids, idem)
@@ -806,9 +803,8 @@ def _policy_entry(
 ) -> dict[str, Any] | None:
     """One version of a policy (the one in force when `version` is None); None if none."""
     policy_id = gate_policy_id(org, project_id, environment)
-    if not host.exists(policy_id):
+    if (policy := host.find(GatePolicy, policy_id)) is None:
         return None
-    policy = host.load(GatePolicy, policy_id, "policy")
     return policy.current if version is None else policy.at_version(version)
 
 
@@ -843,10 +839,7 @@ def _name(cls: type) -> str:
 
 
 def _environment(host: Kernel, project_id: str, name: str) -> DeployEnvironment | None:
-    env_id = environment_id(project_id, name)
-    if not host.exists(env_id):
-        return None
-    return host.load(DeployEnvironment, env_id, f"environment {name!r}")
+    return host.find(DeployEnvironment, environment_id(project_id, name))
 
 
 def _open_approval(

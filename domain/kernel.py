@@ -36,6 +36,7 @@ from domain.errors import (
 )
 from domain.idempotency import (
     IdempotencyClaim,
+    IdempotencyRecord,
     IdempotencyStore,
     MemoryIdempotentRecorder,
     request_digest,
@@ -148,12 +149,26 @@ class Kernel(Application[UUID]):
     def exists(self, aggregate_id: UUID) -> bool:
         return aggregate_id in self.repository
 
+    def find(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        """The aggregate as stored now, or None when there is none (of that class)."""
+        try:
+            aggregate: Aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        return aggregate if isinstance(aggregate, cls) else None
+
+    # --- saving ----------------------------------------------------------------------------
+
+    def idempotency_record(self, org: str, key: str) -> IdempotencyRecord | None:
+        """The claim an idempotency key of the org made, if it was used."""
+        store = self.recorder
+        assert isinstance(store, IdempotencyStore)  # construct_recorder guarantees it
+        return store.find_idempotency(org, key)
+
     def replayed(self, org: str, idem: Idempotency | None) -> CommandResult | None:
         if idem is None:
             return None
-        store = self.recorder
-        assert isinstance(store, IdempotencyStore)
-        record = store.find_idempotency(org, idem.key)
+        record = self.idempotency_record(org, idem.key)
         if record is None:
             return None
         if record.request_hash != idem.request_hash:
@@ -177,6 +192,14 @@ class Kernel(Application[UUID]):
         if recordings:
             return CommandResult(ids, max(r.notification.id for r in recordings))
         return CommandResult(ids, self.position)
+
+    def save_quietly(self, *aggregates: Aggregate) -> bool:
+        """Save system bookkeeping; False when a concurrent save won (nothing is saved then)."""
+        try:
+            self.save(*aggregates)
+        except IntegrityError:
+            return False
+        return True
 
     def now(self) -> str:
         return self.clock().isoformat()

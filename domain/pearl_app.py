@@ -9,7 +9,6 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError
 
 from contracts.commands import CreateOrg, CreateProject, IssueApiKey, RecordFinding
 from domain.agents_app import AgentCommands
@@ -132,20 +131,13 @@ class PearlApp(AgentCommands, TaskCommands, GovernanceCommands, ScanTargetComman
             signed_at=self.now(),
             actor="system:audit-checkpoint",
         )
-        try:
-            self.save(checkpoint)
-        except IntegrityError:
-            return False
-        return True
+        return self.save_quietly(checkpoint)
 
     def mark_key_used(self, key_id: str) -> None:
         """Record a key's last use; a concurrent use recorded first is as good."""
         key = self.load(ApiKey, api_key_id(key_id), f"API key {key_id!r}")
         key.use(at=self.now())
-        try:
-            self.save(key)
-        except IntegrityError:
-            return
+        self.save_quietly(key)
 
     def authenticate(self, token: str) -> Principal:
         """The principal a `pk_…` token stands for; Unauthenticated for anything else."""
@@ -209,8 +201,8 @@ class PearlApp(AgentCommands, TaskCommands, GovernanceCommands, ScanTargetComman
         fingerprint = cmd.fingerprint or manual_fingerprint(cmd)
         fid = finding_id(project.id, fingerprint)
         seen_at = self.clock()
-        if self.exists(fid):
-            finding = self.load(Finding, fid, f"finding {fid}")
+        finding = self.find(Finding, fid)
+        if finding is not None:
             finding.observe(cmd.tool, "manual", seen_at.isoformat(), principal.actor)
         else:
             finding = Finding(
@@ -275,15 +267,14 @@ class PearlApp(AgentCommands, TaskCommands, GovernanceCommands, ScanTargetComman
         scan_id = scan_report_id(
             pid, report.tool, meta.target, meta.branch, meta.digest, meta.commit
         )
-        if self.exists(scan_id):
-            scan = self.load(ScanReport, scan_id, f"scan {scan_id}")
-            return CommandResult(scan.summary(), self.position, replayed=True)
+        if (done := self.find(ScanReport, scan_id)) is not None:
+            return CommandResult(done.summary(), self.position, replayed=True)
         now = self.clock()
         plan = self._ingest_findings(project, report, str(scan_id), now, principal.actor)
         if report.sanitized:
             plan.counts["sanitized"] = report.sanitized
         scope_id = scan_scope_id(pid, report.tool, meta.target, meta.branch)
-        scope = self.load_many(ScanScope, [scope_id]).get(scope_id) or ScanScope(
+        scope = self.find(ScanScope, scope_id) or ScanScope(
             org=project.org,
             project_id=pid,
             tool=report.tool,
@@ -388,11 +379,8 @@ class PearlApp(AgentCommands, TaskCommands, GovernanceCommands, ScanTargetComman
             for f in self.load_many(Finding, finding_ids).values()
             if f.breach_sla(at, "system:scheduler")
         ]
-        if due:
-            try:
-                self.save(*due)
-            except IntegrityError:  # a finding changed meanwhile: the next tick retries it
-                return 0
+        if due and not self.save_quietly(*due):
+            return 0  # a finding changed meanwhile: the next tick retries it
         return len(due)
 
     def get_finding(self, principal: Principal, fid: UUID) -> Finding:

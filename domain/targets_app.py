@@ -16,7 +16,7 @@ from eventsourcing.domain import Aggregate
 from contracts.targets import RegisterScanTarget, TargetDefinition
 from domain.authz import Action, Principal, Role
 from domain.errors import Conflict
-from domain.idempotency import IdempotencyStore, request_digest
+from domain.idempotency import request_digest
 from domain.ingest import Report, ScanMeta
 from domain.kernel import CommandResult, Idempotency, Kernel
 from domain.scan_job import ScanJob, Step, next_step, scan_job_id
@@ -269,10 +269,7 @@ class ScanTargetCommands(Kernel):
     def job_ingested(self, job_id: UUID) -> dict[str, Any] | None:
         """The scan summary if this job's report was already ingested (a runner stopped after)."""
         job = self.load(ScanJob, job_id, f"scan job {job_id}")
-        store = self.recorder
-        if not isinstance(store, IdempotencyStore):
-            return None
-        record = store.find_idempotency(job.org, _job_key(job.id))
+        record = self.idempotency_record(job.org, _job_key(job.id))
         return dict(record.response) if record is not None else None
 
     def job_succeeded(
