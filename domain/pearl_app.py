@@ -7,9 +7,6 @@ from collections.abc import Iterable
 from datetime import datetime
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.domain import Aggregate
-
 from contracts.commands import CreateOrg, CreateProject, IssueApiKey, RecordFinding
 from domain.agents_app import AgentCommands
 from domain.api_key import ApiKey, api_key_id, mint_key, split_token
@@ -142,11 +139,8 @@ class PearlApp(AgentCommands, TaskCommands, GovernanceCommands, ScanTargetComman
     def authenticate(self, token: str) -> Principal:
         """The principal a `pk_…` token stands for; Unauthenticated for anything else."""
         org, key_id = split_token(token)
-        try:
-            key: Aggregate = self.repository.get(api_key_id(key_id))
-        except AggregateNotFoundError:
-            raise Unauthenticated("unknown API key") from None
-        if not isinstance(key, ApiKey) or key.org != org or not key.matches(token):
+        key = self.find(ApiKey, api_key_id(key_id))
+        if key is None or key.org != org or not key.matches(token):
             raise Unauthenticated("unknown API key")
         if key.revoked:
             raise Unauthenticated("API key revoked")

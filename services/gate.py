@@ -205,7 +205,7 @@ class GateService:
         replay = await asyncio.to_thread(self.app.replayed, promotion.org, idem)
         if replay is not None:
             return replay
-        position = self.app.recorder.max_notification_id() or 0
+        position = self.app.position
         outcome = await self.evaluate(promotion_id, "manual", position, principal.actor, idem)
         if outcome.result is None or outcome.decision is None:
             raise InvalidInput(f"promotion {promotion_id} is closed; it is not evaluated again")

@@ -220,7 +220,7 @@ def _fill_governance(
 
 
 def _max_position(app: PearlApp) -> int:
-    return int(app.recorder.max_notification_id() or 0)
+    return app.position
 
 
 async def _measure(

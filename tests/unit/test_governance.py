@@ -66,7 +66,7 @@ class World:
         promotion = self.app.load(Promotion, promotion_id, "promotion")
         ids = ReplayIds(findings=self.findings, exceptions=self.exceptions, scans=[], tests=[])
         inputs, _ = inputs_from_store(self.app, promotion, ids, None, self.app.now())
-        position = self.app.recorder.max_notification_id() or 0
+        position = self.app.position
         return self.app.record_gate(promotion_id, inputs, position, trigger, position)
 
     def finding(self, severity: str = "high", rule: str = "python.sqli") -> UUID:
