@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING
 from uuid import UUID
 
 from contracts.agents import PauseAgent, RegisterAgent, ResumeAgent, SetAutonomy
 from contracts.commands import IssueApiKey
 from domain.agent import Agent, agent_id
-from domain.api_key import ApiKey
+from domain.api_key import ApiKey, mint_key
 from domain.authz import Action, AgentGrant, Principal, authorize
-from domain.base import current_channel
-from domain.errors import Conflict, Forbidden
-from domain.host import AppHost
+from domain.errors import Conflict
+from domain.kernel import CommandResult, Idempotency, Kernel
 from domain.org import Org, org_id
 from domain.task_packet import TaskPacket
 
-if TYPE_CHECKING:
-    from domain.pearl_app import CommandResult, Idempotency
 
-
-class AgentCommands:
+class AgentCommands(Kernel):
     """Agents are principals of an org with their own credentials and autonomy levels."""
 
     def register_agent(
-        self: AppHost,
+        self,
         principal: Principal,
         org: str,
         cmd: RegisterAgent,
@@ -35,10 +28,10 @@ class AgentCommands:
         """Register an agent and issue its first credential (the token is answered once; the
         same idempotency key again answers the same ids without it)."""
         authorize(principal, Action.AGENT_MANAGE, org)
-        if (replay := self._replay(org, idem)) is not None:
+        if (replay := self.replayed(org, idem)) is not None:
             return replay
-        self._load(Org, org_id(org), f"org {org!r}")
-        if self._exists(agent_id(org, cmd.slug)):
+        self.load(Org, org_id(org), f"org {org!r}")
+        if self.exists(agent_id(org, cmd.slug)):
             raise Conflict(f"agent {cmd.slug!r} already exists in org {org!r}")
         agent = Agent(
             org=org,
@@ -52,11 +45,11 @@ class AgentCommands:
         )
         key, token = _credential(self, agent, principal.actor)
         ids = {"org": org, "slug": cmd.slug, "id": str(agent.id), "key_id": key.key_id}
-        result = self._commit(org, ids, idem, agent, key)
+        result = self.commit(org, ids, idem, agent, key)
         return result if result.replayed else result.revealing(token)
 
     def issue_agent_key(
-        self: AppHost,
+        self,
         principal: Principal,
         org: str,
         slug: str,
@@ -65,22 +58,21 @@ class AgentCommands:
         """Another credential for the agent (rotation: revoke the old key after). The same
         idempotency key again answers the same key id without its token (never shown twice)."""
         authorize(principal, Action.AGENT_MANAGE, org)
-        if (replay := self._replay(org, idem)) is not None:
+        if (replay := self.replayed(org, idem)) is not None:
             return replay
-        agent = self._load(Agent, agent_id(org, slug), f"agent {slug!r}")
+        agent = self.load(Agent, agent_id(org, slug), f"agent {slug!r}")
         key, token = _credential(self, agent, principal.actor)
         ids = {"org": org, "slug": slug, "key_id": key.key_id}
-        result = self._commit(org, ids, idem, key)
+        result = self.commit(org, ids, idem, key)
         return result if result.replayed else result.revealing(token)
 
-    def agent_grant(self: AppHost, org: str, slug: str) -> AgentGrant | None:
+    def agent_grant(self, org: str, slug: str) -> AgentGrant | None:
         """The agent's standing now (None when it was never registered)."""
-        found = self._load_many(Agent, [agent_id(org, slug)])
-        agent = found.get(agent_id(org, slug))
+        agent = self.find(Agent, agent_id(org, slug))
         return agent.grant if agent is not None else None
 
     def set_autonomy(
-        self: AppHost,
+        self,
         principal: Principal,
         org: str,
         slug: str,
@@ -88,15 +80,15 @@ class AgentCommands:
         idem: Idempotency | None = None,
     ) -> CommandResult:
         authorize(principal, Action.AGENT_MANAGE, org)
-        if (replay := self._replay(org, idem)) is not None:
+        if (replay := self.replayed(org, idem)) is not None:
             return replay
-        agent = self._load(Agent, agent_id(org, slug), f"agent {slug!r}")
+        agent = self.load(Agent, agent_id(org, slug), f"agent {slug!r}")
         agent.set_autonomy(cmd.environment, cmd.level, cmd.reason, principal.actor)
         ids = {"slug": slug, "environment": cmd.environment, "level": cmd.level}
-        return self._commit(org, ids, idem, agent)
+        return self.commit(org, ids, idem, agent)
 
     def pause_agent(
-        self: AppHost,
+        self,
         principal: Principal,
         org: str,
         slug: str,
@@ -110,24 +102,24 @@ class AgentCommands:
         raced with the pause is taken back by the scheduler's lease sweep.
         """
         authorize(principal, Action.AGENT_MANAGE, org)
-        if (replay := self._replay(org, idem)) is not None:
+        if (replay := self.replayed(org, idem)) is not None:
             return replay
-        agent = self._load(Agent, agent_id(org, slug), f"agent {slug!r}")
+        agent = self.load(Agent, agent_id(org, slug), f"agent {slug!r}")
         now = self.clock()
         packets = [
             p
-            for p in self._load_many(TaskPacket, held).values()
+            for p in self.load_many(TaskPacket, held).values()
             if p.org == org
             and p.revoke_lease(slug, now, f"agent paused: {cmd.reason}", principal.actor)
         ]
         released = sorted(str(p.id) for p in packets)
         agent.pause(cmd.reason, released, principal.actor)
-        return self._commit(
+        return self.commit(
             org, {"slug": slug, "paused": True, "released": released}, idem, agent, *packets
         )
 
     def resume_agent(
-        self: AppHost,
+        self,
         principal: Principal,
         org: str,
         slug: str,
@@ -135,39 +127,17 @@ class AgentCommands:
         idem: Idempotency | None = None,
     ) -> CommandResult:
         authorize(principal, Action.AGENT_MANAGE, org)
-        if (replay := self._replay(org, idem)) is not None:
+        if (replay := self.replayed(org, idem)) is not None:
             return replay
-        agent = self._load(Agent, agent_id(org, slug), f"agent {slug!r}")
+        agent = self.load(Agent, agent_id(org, slug), f"agent {slug!r}")
         agent.resume(cmd.reason, principal.actor)
-        return self._commit(org, {"slug": slug, "paused": False}, idem, agent)
-
-    @contextmanager
-    def _audited(self: AppHost, principal: Principal, action: str, resource: str) -> Iterator[None]:
-        """Refusals inside become audit events of the caller's org, whichever way they came in.
-
-        Marked `recorded`, so the HTTP, NATS and MCP adapters do not record them twice.
-        """
-        try:
-            yield
-        except (Forbidden, Conflict) as exc:
-            if not exc.recorded:
-                self.record_denial(
-                    principal.org,
-                    principal.actor,
-                    action,
-                    resource,
-                    exc.detail,
-                    exc.code,
-                    current_channel.get(),
-                )
-                exc.recorded = True
-            raise
+        return self.commit(org, {"slug": slug, "paused": False}, idem, agent)
 
 
-def _credential(host: AppHost, agent: Agent, actor: str) -> tuple[ApiKey, str]:
+def _credential(host: Kernel, agent: Agent, actor: str) -> tuple[ApiKey, str]:
     """A new API key bound to the agent (unsaved) and its token."""
-    key, token = host._mint_key(
-        agent.org, IssueApiKey(name=f"agent {agent.slug}", roles=["agent"]), actor
+    key, token = mint_key(
+        agent.org, IssueApiKey(name=f"agent {agent.slug}", roles=["agent"]), actor, host.clock
     )
     key.bind_agent(agent.slug, actor)
     return key, token

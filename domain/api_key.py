@@ -5,14 +5,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from eventsourcing.domain import event
 
 from domain.base import PearlAggregate, stable_id
 from domain.errors import Conflict, Unauthenticated
+
+if TYPE_CHECKING:
+    from contracts.commands import IssueApiKey
 
 KEY_PREFIX = "pk_"
 _KEY_ID_LEN = 16
@@ -116,3 +121,22 @@ class ApiKey(PearlAggregate):
     @event("Used")
     def _used(self, at: str, actor: str) -> None:
         self.last_used_at = at
+
+
+def mint_key(
+    org: str, cmd: IssueApiKey, actor: str, clock: Callable[[], datetime]
+) -> tuple[ApiKey, str]:
+    """A new key aggregate (unsaved) and its token, which exists only in this answer."""
+    new = generate_key(org)
+    expires = cmd.expires_in_days and (clock() + timedelta(days=cmd.expires_in_days))
+    key = ApiKey(
+        org=org,
+        key_id=new.key_id,
+        name=cmd.name,
+        roles=list(cmd.roles),
+        salt=new.salt,
+        digest=new.digest,
+        expires_at=expires.isoformat() if expires else None,
+        actor=actor,
+    )
+    return key, new.token

@@ -11,14 +11,12 @@ digest, or the decision was not what its history says.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 from uuid import UUID
 
 import msgspec
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
 
 from contracts.governance import (
@@ -50,7 +48,7 @@ from domain.gate.facts import (
 )
 from domain.gate.inputs import Decision, GateInputs, utc_iso
 from domain.gate_policy import GatePolicy, gate_policy_id
-from domain.host import AppHost
+from domain.kernel import CommandResult, Idempotency, Kernel
 from domain.org import Org, org_id
 from domain.policy import (
     PolicyInvalid,
@@ -67,9 +65,6 @@ from domain.release_version import ReleaseVersion, release_version_id, version_d
 from domain.risk_exception import RiskException
 from domain.scan_report import ScanReport
 from domain.test_run import TestRun
-
-if TYPE_CHECKING:
-    from domain.pearl_app import CommandResult, Idempotency
 
 G = TypeVar("G", Promotion, ApprovalRequest, RiskException)
 A = TypeVar("A", bound=Aggregate)
@@ -124,31 +119,31 @@ def validate_policy(data: Any) -> PolicyDocument:
     return parse_policy(msgspec.json.encode(data), source="policy")
 
 
-class GovernanceCommands:
+class GovernanceCommands(Kernel):
     """The governance capability of the PeaRL Application."""
 
     # --- project profile --------------------------------------------------------------------
 
     def set_profile(
-        self: AppHost,
+        self,
         principal: Principal,
         project_id: UUID,
         cmd: SetProfile,
         idem: Idempotency | None = None,
         org: str | None = None,
     ) -> CommandResult:
-        project = self._project_for(principal, project_id, Action.PROFILE_SET, org)
-        if (replay := self._replay(project.org, idem)) is not None:
+        project = self.owned_project(principal, project_id, Action.PROFILE_SET, org=org)
+        if (replay := self.replayed(project.org, idem)) is not None:
             return replay
         profile = msgspec.to_builtins(cmd)
         project.set_profile(profile, principal.actor)
         ids = {"id": str(project.id), "profile": profile}
-        return self._commit(project.org, ids, idem, project)
+        return self.commit(project.org, ids, idem, project)
 
     # --- policies ---------------------------------------------------------------------------
 
     def set_policy(
-        self: AppHost,
+        self,
         principal: Principal,
         org: str,
         project_id: UUID | None,
@@ -159,16 +154,16 @@ class GovernanceCommands:
         """A new version of a baseline (no project) or project policy; the same one is a no-op."""
         pid: str | None = None
         if project_id is None:
-            authorize(principal, Action.POLICY_MANAGE, org)
-            self._load(Org, org_id(org), f"org {org!r}")
+            authorize(principal, Action.POLICY_MANAGE, org=org)
+            self.load(Org, org_id(org), f"org {org!r}")
         else:
-            project = self._project_for(principal, project_id, Action.POLICY_MANAGE, org)
+            project = self.owned_project(principal, project_id, Action.POLICY_MANAGE, org=org)
             if environment not in project.environments:
                 raise InvalidInput(
                     f"environment {environment!r} is not one of {project.environments}"
                 )
             pid = str(project.id)
-        if (replay := self._replay(org, idem)) is not None:
+        if (replay := self.replayed(org, idem)) is not None:
             return replay
         document = validate_policy(cmd.policy)
         if pid is not None:
@@ -176,10 +171,8 @@ class GovernanceCommands:
             if baseline is not None and (errors := tightening_errors(baseline, document)):
                 raise PolicyInvalid(errors)
         policy_id = gate_policy_id(org, pid, environment)
-        policy = (
-            self._load(GatePolicy, policy_id, "policy")
-            if self._exists(policy_id)
-            else GatePolicy(org=org, project_id=pid, environment=environment, actor=principal.actor)
+        policy = self.find(GatePolicy, policy_id) or GatePolicy(
+            org=org, project_id=pid, environment=environment, actor=principal.actor
         )
         changed = policy.revise(
             policy_as_dict(document),
@@ -199,27 +192,27 @@ class GovernanceCommands:
             "digest": current["digest"],
             "changed": changed,
         }
-        return self._commit(org, ids, idem, policy)
+        return self.commit(org, ids, idem, policy)
 
     def get_policy(
-        self: AppHost, principal: Principal, org: str, project_id: UUID | None, environment: str
+        self, principal: Principal, org: str, project_id: UUID | None, environment: str
     ) -> GatePolicy:
         if project_id is None:
             authorize(principal, Action.POLICY_READ, org)
         else:
-            org = self._project_for(principal, project_id, Action.POLICY_READ).org
+            org = self.owned_project(principal, project_id, Action.POLICY_READ).org
         pid = str(project_id) if project_id else None
         try:
-            return self._load(GatePolicy, gate_policy_id(org, pid, environment), "policy")
+            return self.load(GatePolicy, gate_policy_id(org, pid, environment), "policy")
         except NotFound:
             where = "the org baseline" if pid is None else "the project"
             raise NotFound(f"{where} has no policy for {environment!r}") from None
 
     def policy_in_force(
-        self: AppHost, principal: Principal, project_id: UUID, environment: str
+        self, principal: Principal, project_id: UUID, environment: str
     ) -> EffectivePolicy:
         """The baseline and project policy versions in force for an environment, merged."""
-        project = self._project_for(principal, project_id, Action.POLICY_READ)
+        project = self.owned_project(principal, project_id, Action.POLICY_READ)
         if environment not in project.environments:
             raise NotFound(f"environment {environment!r} not found")
         return effective_policy(self, project, environment)
@@ -227,7 +220,7 @@ class GovernanceCommands:
     # --- versions and test results ----------------------------------------------------------
 
     def register_version(
-        self: AppHost,
+        self,
         principal: Principal,
         project_id: UUID,
         cmd: RegisterVersion,
@@ -235,18 +228,17 @@ class GovernanceCommands:
         org: str | None = None,
     ) -> CommandResult:
         """Register a build; the same build again is a no-op, another build under its label 409."""
-        project = self._project_for(principal, project_id, Action.VERSION_REGISTER, org)
-        if (replay := self._replay(project.org, idem)) is not None:
+        project = self.owned_project(principal, project_id, Action.VERSION_REGISTER, org=org)
+        if (replay := self.replayed(project.org, idem)) is not None:
             return replay
         pid = str(project.id)
         vid = release_version_id(pid, cmd.version)
         digest = version_digest(pid, cmd.version, cmd.commit, cmd.artifact_digest)
         ids = {"id": str(vid), "project_id": pid, "version": cmd.version, "digest": digest}
-        if self._exists(vid):
-            existing = self._load(ReleaseVersion, vid, f"version {cmd.version!r}")
+        if (existing := self.find(ReleaseVersion, vid)) is not None:
             if not existing.same_build(cmd.commit, cmd.artifact_digest, cmd.author):
                 raise Conflict(f"version {cmd.version!r} is already registered for another build")
-            return self._commit(project.org, ids, idem)
+            return self.commit(project.org, ids, idem)
         version = ReleaseVersion(
             org=project.org,
             project_id=pid,
@@ -258,18 +250,18 @@ class GovernanceCommands:
             registered_at=self.clock().isoformat(),
             actor=principal.actor,
         )
-        return self._commit(project.org, ids, idem, version)
+        return self.commit(project.org, ids, idem, version)
 
     def submit_test_results(
-        self: AppHost,
+        self,
         principal: Principal,
         project_id: UUID,
         cmd: SubmitTestResults,
         idem: Idempotency | None = None,
         org: str | None = None,
     ) -> CommandResult:
-        project = self._project_for(principal, project_id, Action.TESTS_SUBMIT, org)
-        if (replay := self._replay(project.org, idem)) is not None:
+        project = self.owned_project(principal, project_id, Action.TESTS_SUBMIT, org=org)
+        if (replay := self.replayed(project.org, idem)) is not None:
             return replay
         if cmd.passed + cmd.failed + cmd.skipped == 0:
             raise InvalidInput("test results need at least one test")
@@ -286,12 +278,12 @@ class GovernanceCommands:
             actor=principal.actor,
         )
         ids = {"id": str(run.id), "project_id": str(project.id), "commit": cmd.commit}
-        return self._commit(project.org, ids, idem, run)
+        return self.commit(project.org, ids, idem, run)
 
     # --- promotions -------------------------------------------------------------------------
 
     def request_promotion(
-        self: AppHost,
+        self,
         principal: Principal,
         project_id: UUID,
         cmd: RequestPromotion,
@@ -299,8 +291,10 @@ class GovernanceCommands:
         org: str | None = None,
     ) -> CommandResult:
         """Open a promotion of a registered version into the next environment (gate pending)."""
-        project = self._project_for(principal, project_id, Action.PROMOTION_REQUEST, org, cmd.to)
-        if (replay := self._replay(project.org, idem)) is not None:
+        project = self.owned_project(
+            principal, project_id, Action.PROMOTION_REQUEST, org=org, environment=cmd.to
+        )
+        if (replay := self.replayed(project.org, idem)) is not None:
             return replay
         pid = str(project.id)
         source = project.previous_environment(cmd.to)
@@ -310,7 +304,7 @@ class GovernanceCommands:
                 f"{cmd.to!r} can only be promoted to {expected}, not from {cmd.from_!r}"
             )
         try:
-            version = self._load(ReleaseVersion, release_version_id(pid, cmd.version), "version")
+            version = self.load(ReleaseVersion, release_version_id(pid, cmd.version), "version")
         except NotFound:
             raise InvalidInput(
                 f"unknown version {cmd.version!r}: register it before promoting it"
@@ -357,20 +351,20 @@ class GovernanceCommands:
             if promotion.approval_requests
             else None,
         }
-        return self._commit(project.org, ids, idem, *changed)
+        return self.commit(project.org, ids, idem, *changed)
 
-    def get_promotion(self: AppHost, principal: Principal, promotion_id: UUID) -> Promotion:
+    def get_promotion(self, principal: Principal, promotion_id: UUID) -> Promotion:
         return _visible(self, principal, Promotion, promotion_id, Action.PROJECT_READ)
 
-    def promotion_for_gate(self: AppHost, promotion_id: UUID) -> Promotion:
+    def promotion_for_gate(self, promotion_id: UUID) -> Promotion:
         """The promotion, for the gate service (callers were authorized already)."""
-        return _current(self, Promotion, promotion_id, f"promotion {promotion_id}")
+        return self.load(Promotion, promotion_id, f"promotion {promotion_id}", shallow=True)
 
-    def authorize_evaluation(self: AppHost, principal: Principal, promotion_id: UUID) -> Promotion:
+    def authorize_evaluation(self, principal: Principal, promotion_id: UUID) -> Promotion:
         return _visible(self, principal, Promotion, promotion_id, Action.PROMOTION_REQUEST)
 
     def record_gate(
-        self: AppHost,
+        self,
         promotion_id: UUID,
         inputs: GateInputs,
         as_of_position: int,
@@ -384,12 +378,12 @@ class GovernanceCommands:
         An automatic re-evaluation whose trigger was already covered by an earlier evaluation
         of this promotion, or a promotion that is closed, records nothing.
         """
-        promotion = _current(self, Promotion, promotion_id, f"promotion {promotion_id}")
+        promotion = self.load(Promotion, promotion_id, f"promotion {promotion_id}", shallow=True)
         if not promotion.is_open:
             return GateOutcome(None, None, None)
         if trigger != "manual" and trigger_position <= promotion.last_trigger:
             return GateOutcome(None, None, None)
-        project = _current(self, Project, UUID(promotion.project_id), "project")
+        project = self.load(Project, UUID(promotion.project_id), "project", shallow=True)
         policy = effective_policy(self, project, promotion.to_environment)
         decision = evaluate(policy.rules, inputs)
         decision_id = promotion.record_evaluation(
@@ -409,14 +403,14 @@ class GovernanceCommands:
             "result": decision.result,
             "inputs_digest": decision.inputs_digest,
         }
-        result = self._commit(promotion.org, ids, idem, promotion)
+        result = self.commit(promotion.org, ids, idem, promotion)
         return GateOutcome(result, decision, decision_id)
 
     def promote(
-        self: AppHost, principal: Principal, promotion_id: UUID, idem: Idempotency | None = None
+        self, principal: Principal, promotion_id: UUID, idem: Idempotency | None = None
     ) -> CommandResult:
         """Complete a promotion whose latest gate evaluation passed: the version goes live."""
-        promotion = self._load(Promotion, promotion_id, f"promotion {promotion_id}")
+        promotion = self.load(Promotion, promotion_id, f"promotion {promotion_id}")
         authorize(
             principal,
             Action.PROMOTION_COMPLETE,
@@ -429,7 +423,7 @@ class GovernanceCommands:
                 f"promotion {promotion_id}: its gate has a human approval rule, so a person "
                 "completes it"
             )
-        if (replay := self._replay(promotion.org, idem)) is not None:
+        if (replay := self.replayed(promotion.org, idem)) is not None:
             return replay
         at = self.clock().isoformat()
         promotion.promote(at, principal.actor)
@@ -449,17 +443,17 @@ class GovernanceCommands:
             "environment": promotion.to_environment,
             "version": promotion.release,
         }
-        return self._commit(promotion.org, ids, idem, promotion, env)
+        return self.commit(promotion.org, ids, idem, promotion, env)
 
     def reject_promotion(
-        self: AppHost,
+        self,
         principal: Principal,
         promotion_id: UUID,
         reason: str,
         idem: Idempotency | None = None,
     ) -> CommandResult:
         """Reject (or, by its requester, withdraw) an open promotion; its approvals are voided."""
-        promotion = self._load(Promotion, promotion_id, f"promotion {promotion_id}")
+        promotion = self.load(Promotion, promotion_id, f"promotion {promotion_id}")
         own = principal.actor == promotion.requested_by
         authorize(
             principal,
@@ -467,7 +461,7 @@ class GovernanceCommands:
             promotion.org,
             resource=f"promotion {promotion_id}",
         )
-        if (replay := self._replay(promotion.org, idem)) is not None:
+        if (replay := self.replayed(promotion.org, idem)) is not None:
             return replay
         at = self.clock().isoformat()
         promotion.reject(reason, at, principal.actor)
@@ -476,16 +470,16 @@ class GovernanceCommands:
         env.end_promotion(str(promotion.id), "rejected", principal.actor)
         voided = [
             r
-            for r in self._load_many(
+            for r in self.load_many(
                 ApprovalRequest, [UUID(i) for i in promotion.approval_requests]
             ).values()
             if r.void(f"promotion rejected: {reason}", at, principal.actor)
         ]
         ids = {"id": str(promotion.id), "status": promotion.status}
-        return self._commit(promotion.org, ids, idem, promotion, env, *voided)
+        return self.commit(promotion.org, ids, idem, promotion, env, *voided)
 
     def rollback(
-        self: AppHost,
+        self,
         principal: Principal,
         project_id: UUID,
         environment: str,
@@ -493,10 +487,10 @@ class GovernanceCommands:
         idem: Idempotency | None = None,
     ) -> CommandResult:
         """Put the previous good version back live; the current one counts as a failed release."""
-        project = self._project_for(principal, project_id, Action.ROLLBACK)
+        project = self.owned_project(principal, project_id, Action.ROLLBACK)
         if environment not in project.environments:
             raise NotFound(f"environment {environment!r} not found")
-        if (replay := self._replay(project.org, idem)) is not None:
+        if (replay := self.replayed(project.org, idem)) is not None:
             return replay
         env = _environment(self, str(project.id), environment)
         if env is None:
@@ -507,12 +501,12 @@ class GovernanceCommands:
             "environment": environment,
             "version": target["release"],
         }
-        return self._commit(project.org, ids, idem, env)
+        return self.commit(project.org, ids, idem, env)
 
     def get_environment(
-        self: AppHost, principal: Principal, project_id: UUID, environment: str
+        self, principal: Principal, project_id: UUID, environment: str
     ) -> DeployEnvironment | None:
-        project = self._project_for(principal, project_id, Action.PROJECT_READ)
+        project = self.owned_project(principal, project_id, Action.PROJECT_READ)
         if environment not in project.environments:
             raise NotFound(f"environment {environment!r} not found")
         return _environment(self, str(project.id), environment)
@@ -520,21 +514,21 @@ class GovernanceCommands:
     # --- approvals --------------------------------------------------------------------------
 
     def request_approval(
-        self: AppHost, principal: Principal, promotion_id: UUID, idem: Idempotency | None = None
+        self, principal: Principal, promotion_id: UUID, idem: Idempotency | None = None
     ) -> CommandResult:
         """Ask again after a request expired or was rejected (same version, fresh expiry)."""
         promotion = _visible(self, principal, Promotion, promotion_id, Action.PROMOTION_REQUEST)
-        if (replay := self._replay(promotion.org, idem)) is not None:
+        if (replay := self.replayed(promotion.org, idem)) is not None:
             return replay
         if not promotion.is_open:
             raise Conflict(f"promotion {promotion.id} is {promotion.status}")
-        previous = self._load_many(
+        previous = self.load_many(
             ApprovalRequest, [UUID(i) for i in promotion.approval_requests]
         ).values()
         live = [r for r in previous if r.status in {"pending", "approved"}]
         if live:
             raise Conflict(f"approval request {live[0].id} is still {live[0].status}")
-        project = self._load(Project, UUID(promotion.project_id), "project")
+        project = self.load(Project, UUID(promotion.project_id), "project")
         rule = effective_policy(self, project, promotion.to_environment).approvals_rule(
             project.profile
         )
@@ -542,10 +536,10 @@ class GovernanceCommands:
             raise Conflict(f"the {promotion.to_environment!r} gate requires no approval")
         request = _open_approval(promotion, rule, self.clock(), principal.actor)
         ids = {"id": str(request.id), "promotion_id": str(promotion.id)}
-        return self._commit(promotion.org, ids, idem, promotion, request)
+        return self.commit(promotion.org, ids, idem, promotion, request)
 
     def decide_approval(
-        self: AppHost,
+        self,
         principal: Principal,
         request_id: UUID,
         cmd: DecideApproval,
@@ -555,7 +549,7 @@ class GovernanceCommands:
         request = _visible(
             self, principal, ApprovalRequest, request_id, Action.APPROVAL_DECIDE, org
         )
-        if (replay := self._replay(request.org, idem)) is not None:
+        if (replay := self.replayed(request.org, idem)) is not None:
             return replay
         roles = sorted(str(r) for r in principal.roles)
         request.decide(principal.actor, roles, cmd.decision, cmd.reason, self.clock())
@@ -566,10 +560,10 @@ class GovernanceCommands:
             "approvals": request.approvals,
             "required": request.required_count,
         }
-        return self._commit(request.org, ids, idem, request)
+        return self.commit(request.org, ids, idem, request)
 
     def comment_approval(
-        self: AppHost,
+        self,
         principal: Principal,
         request_id: UUID,
         cmd: CommentApproval,
@@ -579,39 +573,39 @@ class GovernanceCommands:
         request = _visible(
             self, principal, ApprovalRequest, request_id, Action.APPROVAL_COMMENT, org
         )
-        if (replay := self._replay(request.org, idem)) is not None:
+        if (replay := self.replayed(request.org, idem)) is not None:
             return replay
         request.comment(cmd.text, self.clock().isoformat(), principal.actor)
-        return self._commit(request.org, {"id": str(request.id)}, idem, request)
+        return self.commit(request.org, {"id": str(request.id)}, idem, request)
 
-    def get_approval(self: AppHost, principal: Principal, request_id: UUID) -> ApprovalRequest:
+    def get_approval(self, principal: Principal, request_id: UUID) -> ApprovalRequest:
         return _visible(self, principal, ApprovalRequest, request_id, Action.PROJECT_READ)
 
-    def expire_approval(self: AppHost, request_id: UUID) -> bool:
+    def expire_approval(self, request_id: UUID) -> bool:
         """The scheduler's command: expire a pending request that is past due."""
         return _expire(self, ApprovalRequest, request_id)
 
     # --- exceptions -------------------------------------------------------------------------
 
     def request_exception(
-        self: AppHost,
+        self,
         principal: Principal,
         project_id: UUID,
         cmd: RequestException,
         idem: Idempotency | None = None,
         org: str | None = None,
     ) -> CommandResult:
-        project = self._project_for(
-            principal, project_id, Action.EXCEPTION_REQUEST, org, cmd.environment
+        project = self.owned_project(
+            principal, project_id, Action.EXCEPTION_REQUEST, org=org, environment=cmd.environment
         )
-        if (replay := self._replay(project.org, idem)) is not None:
+        if (replay := self.replayed(project.org, idem)) is not None:
             return replay
         if not (cmd.finding_ids or cmd.rule_id or cmd.cwe):
             raise InvalidInput("an exception covers finding_ids, a rule_id or a cwe")
         if cmd.environment is not None and cmd.environment not in project.environments:
             raise InvalidInput(f"environment {cmd.environment!r} is not one of the project's")
         ids = sorted({str(UUID(i)) for i in cmd.finding_ids})
-        found = self._load_many(Finding, [UUID(i) for i in ids])
+        found = self.load_many(Finding, [UUID(i) for i in ids])
         missing = [
             i for i in ids if UUID(i) not in found or found[UUID(i)].project_id != str(project.id)
         ]
@@ -641,10 +635,10 @@ class GovernanceCommands:
             actor=principal.actor,
         )
         result_ids = {"id": str(exception.id), "project_id": str(project.id), "status": "requested"}
-        return self._commit(project.org, result_ids, idem, exception)
+        return self.commit(project.org, result_ids, idem, exception)
 
     def decide_exception(
-        self: AppHost,
+        self,
         principal: Principal,
         exception_id: UUID,
         cmd: DecideException,
@@ -654,7 +648,7 @@ class GovernanceCommands:
         exception = _visible(
             self, principal, RiskException, exception_id, Action.EXCEPTION_DECIDE, org
         )
-        if (replay := self._replay(exception.org, idem)) is not None:
+        if (replay := self.replayed(exception.org, idem)) is not None:
             return replay
         if cmd.decision == "approve":
             exception.approve(self.clock(), principal.actor)
@@ -663,33 +657,33 @@ class GovernanceCommands:
                 raise InvalidInput("a rejection needs a reason")
             exception.reject(cmd.reason, self.clock(), principal.actor)
         ids = {"id": str(exception.id), "status": exception.status}
-        return self._commit(exception.org, ids, idem, exception)
+        return self.commit(exception.org, ids, idem, exception)
 
     def revoke_exception(
-        self: AppHost,
+        self,
         principal: Principal,
         exception_id: UUID,
         reason: str,
         idem: Idempotency | None = None,
     ) -> CommandResult:
         exception = _visible(self, principal, RiskException, exception_id, Action.EXCEPTION_DECIDE)
-        if (replay := self._replay(exception.org, idem)) is not None:
+        if (replay := self.replayed(exception.org, idem)) is not None:
             return replay
         exception.revoke(reason, self.clock(), principal.actor)
         ids = {"id": str(exception.id), "status": exception.status}
-        return self._commit(exception.org, ids, idem, exception)
+        return self.commit(exception.org, ids, idem, exception)
 
-    def expire_exception(self: AppHost, exception_id: UUID) -> bool:
+    def expire_exception(self, exception_id: UUID) -> bool:
         """The scheduler's command: an exception past its expiry stops counting."""
         return _expire(self, RiskException, exception_id)
 
     # --- replay -----------------------------------------------------------------------------
 
     def replay_decision(
-        self: AppHost, promotion_id: UUID, decision_id: str, ids: ReplayIds
+        self, promotion_id: UUID, decision_id: str, ids: ReplayIds
     ) -> dict[str, Any]:
         """Re-run a recorded evaluation from the event store as of its position."""
-        current = self._load(Promotion, promotion_id, f"promotion {promotion_id}")
+        current = self.load(Promotion, promotion_id, f"promotion {promotion_id}")
         recorded = current.evaluation(decision_id)
         if recorded is None:
             raise NotFound(f"decision {decision_id} not found")
@@ -714,24 +708,24 @@ class GovernanceCommands:
 
 
 def inputs_from_store(
-    host: AppHost, promotion: Promotion, ids: ReplayIds, position: int | None, now: str
+    host: Kernel, promotion: Promotion, ids: ReplayIds, position: int | None, now: str
 ) -> tuple[GateInputs, Project]:
     """A promotion's gate inputs rebuilt from the event store as of `position` (None: now)."""
     at = datetime.fromisoformat(now)
-    then = host._load_many(Promotion, [promotion.id], upto=position).get(promotion.id) or promotion
+    then = host.load_many(Promotion, [promotion.id], upto=position).get(promotion.id) or promotion
     pid = UUID(promotion.project_id)
-    project = host._load_many(Project, [pid], upto=position)[pid]
-    findings = host._load_many(Finding, ids.findings, upto=position).values()
-    exceptions = host._load_many(RiskException, ids.exceptions, upto=position).values()
-    scans = host._load_many(ScanReport, ids.scans, upto=position).values()
-    tests = host._load_many(TestRun, ids.tests, upto=position).values()
-    requests = host._load_many(
+    project = host.load_many(Project, [pid], upto=position)[pid]
+    findings = host.load_many(Finding, ids.findings, upto=position).values()
+    exceptions = host.load_many(RiskException, ids.exceptions, upto=position).values()
+    scans = host.load_many(ScanReport, ids.scans, upto=position).values()
+    tests = host.load_many(TestRun, ids.tests, upto=position).values()
+    requests = host.load_many(
         ApprovalRequest, [UUID(i) for i in then.approval_requests], upto=position
     ).values()
     previous = None
     if promotion.from_environment is not None:
         env_id = environment_id(promotion.project_id, promotion.from_environment)
-        env = host._load_many(DeployEnvironment, [env_id], upto=position).get(env_id)
+        env = host.load_many(DeployEnvironment, [env_id], upto=position).get(env_id)
         previous = previous_of(env, promotion.from_environment, promotion.version_digest)
     inputs = build_inputs(
         promotion,
@@ -784,7 +778,7 @@ def build_inputs(
 
 
 def effective_policy(
-    host: AppHost, project: Project, environment: str, versions: dict[str, Any] | None = None
+    host: Kernel, project: Project, environment: str, versions: dict[str, Any] | None = None
 ) -> EffectivePolicy:
     """Baseline + project policy for an environment: the versions in force, or those named."""
     entries: dict[str, dict[str, Any] | None] = {}
@@ -805,13 +799,12 @@ def effective_policy(
 
 
 def _policy_entry(
-    host: AppHost, org: str, project_id: str | None, environment: str, version: int | None = None
+    host: Kernel, org: str, project_id: str | None, environment: str, version: int | None = None
 ) -> dict[str, Any] | None:
     """One version of a policy (the one in force when `version` is None); None if none."""
     policy_id = gate_policy_id(org, project_id, environment)
-    if not host._exists(policy_id):
+    if (policy := host.find(GatePolicy, policy_id)) is None:
         return None
-    policy = host._load(GatePolicy, policy_id, "policy")
     return policy.current if version is None else policy.at_version(version)
 
 
@@ -819,50 +812,24 @@ def _document(entry: dict[str, Any] | None) -> PolicyDocument | None:
     return None if entry is None else msgspec.convert(entry["document"], PolicyDocument)
 
 
-def _current(host: AppHost, cls: type[A], aggregate_id: UUID, what: str) -> A:
-    """The aggregate as stored now, a copy of the caller's own.
-
-    It comes from the Application's aggregate cache, brought up to date with the events stored
-    since (one indexed read, usually empty); the copy shares nested values but not the lists
-    and dicts events change (a deep copy of a long decision history costs more than a gate).
-    """
-    try:
-        aggregate: Aggregate = host.repository.get(aggregate_id, deepcopy_from_cache=False)
-    except AggregateNotFoundError:
-        raise NotFound(f"{what} not found") from None
-    if not isinstance(aggregate, cls):
-        raise NotFound(f"{what} not found")
-    return _copy(aggregate)
-
-
-def _copy(aggregate: A) -> A:
-    """A copy whose attribute lists and dicts are its own: events append to or reassign
-    them, so changing the copy leaves the original as it was."""
-    clone = copy.copy(aggregate)
-    for name, value in vars(aggregate).items():
-        if isinstance(value, list | dict):
-            setattr(clone, name, copy.copy(value))
-    return clone
-
-
 def _visible(
-    host: AppHost,
+    host: Kernel,
     principal: Principal,
     cls: type[G],
     aggregate_id: UUID,
     action: Action,
     org: str | None = None,
 ) -> G:
-    """A governance aggregate the principal may act on (see `PearlApp._owned`)."""
-    return host._owned(principal, cls, aggregate_id, f"{_name(cls)} {aggregate_id}", action, org)
+    """A governance aggregate the principal may act on (see `PearlApp.owned`)."""
+    return host.owned(principal, cls, aggregate_id, f"{_name(cls)} {aggregate_id}", action, org=org)
 
 
-def _expire(host: AppHost, cls: type[ApprovalRequest | RiskException], aggregate_id: UUID) -> bool:
+def _expire(host: Kernel, cls: type[ApprovalRequest | RiskException], aggregate_id: UUID) -> bool:
     """The scheduler's expiry command; False when the aggregate says it is not due."""
-    aggregate = host._load(cls, aggregate_id, f"{_name(cls)} {aggregate_id}")
+    aggregate = host.load(cls, aggregate_id, f"{_name(cls)} {aggregate_id}")
     if not aggregate.expire(host.clock(), SCHEDULER):
         return False
-    host._commit(aggregate.org, {"id": str(aggregate.id)}, None, aggregate)
+    host.commit(aggregate.org, {"id": str(aggregate.id)}, None, aggregate)
     return True
 
 
@@ -871,11 +838,8 @@ def _name(cls: type) -> str:
     return names.get(cls, cls.__name__.lower())
 
 
-def _environment(host: AppHost, project_id: str, name: str) -> DeployEnvironment | None:
-    env_id = environment_id(project_id, name)
-    if not host._exists(env_id):
-        return None
-    return host._load(DeployEnvironment, env_id, f"environment {name!r}")
+def _environment(host: Kernel, project_id: str, name: str) -> DeployEnvironment | None:
+    return host.find(DeployEnvironment, environment_id(project_id, name))
 
 
 def _open_approval(

@@ -1,8 +1,7 @@
 """Scan target and scan job commands, mixed into the PeaRL Application.
 
-`PearlApp` inherits `ScanTargetCommands`; its methods use only the Application plumbing that
-`TargetHost` names (load, commit, replay, clock, submit_scan), so this module does not import
-`pearl_app` at import time and the two modules can refer to each other without a cycle.
+`PearlApp` inherits `ScanTargetCommands`; its methods use the kernel (`domain.kernel`: load,
+commit, replayed, clock) and PearlApp's `submit_scan`, so this module never imports `pearl_app`.
 """
 
 from __future__ import annotations
@@ -17,14 +16,11 @@ from eventsourcing.domain import Aggregate
 from contracts.targets import RegisterScanTarget, TargetDefinition
 from domain.authz import Action, Principal, Role
 from domain.errors import Conflict
-from domain.host import AppHost
-from domain.idempotency import IdempotencyStore, request_digest
+from domain.idempotency import request_digest
 from domain.ingest import Report, ScanMeta
+from domain.kernel import CommandResult, Idempotency, Kernel
 from domain.scan_job import ScanJob, Step, next_step, scan_job_id
 from domain.scan_target import ScanTarget, TargetSpec, check_name, scan_target_id
-
-if TYPE_CHECKING:
-    from domain.pearl_app import CommandResult, Idempotency
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -35,9 +31,6 @@ SCHEDULER_ACTOR = "system:scheduler"
 MANAGE_TARGETS = Action.PROJECT_CREATE
 REQUEST_JOBS = Action.SCAN_SUBMIT
 READ = Action.FINDING_READ
-
-
-TargetHost = AppHost
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,13 +94,25 @@ def _new_job(
     )
 
 
-class ScanTargetCommands:
+class ScanTargetCommands(Kernel):
     """Register, change and remove scan targets; request, run and finish scan jobs."""
+
+    if TYPE_CHECKING:  # a job's report is ingested by PearlApp's scan command (jobs -> scans)
+
+        def submit_scan(
+            self,
+            principal: Principal,
+            project_id: UUID,
+            report: Report,
+            meta: ScanMeta,
+            idem: Idempotency | None = None,
+            org: str | None = None,
+        ) -> CommandResult: ...
 
     # --- targets ----------------------------------------------------------------------------
 
     def register_target(
-        self: TargetHost,
+        self,
         principal: Principal,
         project_id: UUID,
         cmd: RegisterScanTarget,
@@ -115,14 +120,14 @@ class ScanTargetCommands:
         org: str | None = None,
     ) -> CommandResult:
         """Register a target; the same definition again is a no-op, a different one a conflict."""
-        project = self._project_for(principal, project_id, MANAGE_TARGETS, org)
-        if (replay := self._replay(project.org, idem)) is not None:
+        project = self.owned_project(principal, project_id, MANAGE_TARGETS, org=org)
+        if (replay := self.replayed(project.org, idem)) is not None:
             return replay
         name = check_name(cmd.name)
         spec = spec_of(cmd)
         tid = scan_target_id(str(project.id), name)
         ids = {"id": str(tid), "project_id": str(project.id), "name": name}
-        if not self._exists(tid):
+        if not self.exists(tid):
             target = ScanTarget(
                 org=project.org,
                 project_id=str(project.id),
@@ -130,30 +135,30 @@ class ScanTargetCommands:
                 actor=principal.actor,
                 **spec.fields(),
             )
-            return self._commit(project.org, ids, idem, target)
-        target = self._load(ScanTarget, tid, f"scan target {name!r}")
+            return self.commit(project.org, ids, idem, target)
+        target = self.load(ScanTarget, tid, f"scan target {name!r}")
         if target.removed:
             target.reregister(spec, principal.actor)
         elif target.spec != spec:
             raise Conflict(f"scan target {name!r} exists with another definition; update it")
-        return self._commit(project.org, ids, idem, target)
+        return self.commit(project.org, ids, idem, target)
 
     def update_target(
-        self: TargetHost,
+        self,
         principal: Principal,
         target_id: UUID,
         cmd: TargetDefinition,
         idem: Idempotency | None = None,
         org: str | None = None,
     ) -> CommandResult:
-        target = _target_for(self, principal, target_id, MANAGE_TARGETS, org)
-        if (replay := self._replay(target.org, idem)) is not None:
+        target = _target_for(self, principal, target_id, MANAGE_TARGETS, org=org)
+        if (replay := self.replayed(target.org, idem)) is not None:
             return replay
         target.update(spec_of(cmd), principal.actor)
-        return self._commit(target.org, {"id": str(target.id), "name": target.name}, idem, target)
+        return self.commit(target.org, {"id": str(target.id), "name": target.name}, idem, target)
 
     def remove_target(
-        self: TargetHost,
+        self,
         principal: Principal,
         target_id: UUID,
         reason: str = "removed",
@@ -161,19 +166,19 @@ class ScanTargetCommands:
         org: str | None = None,
     ) -> CommandResult:
         """Remove a target: no more jobs; those not started yet are cancelled when picked up."""
-        target = _target_for(self, principal, target_id, MANAGE_TARGETS, org)
-        if (replay := self._replay(target.org, idem)) is not None:
+        target = _target_for(self, principal, target_id, MANAGE_TARGETS, org=org)
+        if (replay := self.replayed(target.org, idem)) is not None:
             return replay
         target.remove(reason, principal.actor)
-        return self._commit(target.org, {"id": str(target.id), "name": target.name}, idem, target)
+        return self.commit(target.org, {"id": str(target.id), "name": target.name}, idem, target)
 
-    def get_target(self: TargetHost, principal: Principal, target_id: UUID) -> ScanTarget:
+    def get_target(self, principal: Principal, target_id: UUID) -> ScanTarget:
         return _target_for(self, principal, target_id, READ)
 
     # --- jobs -------------------------------------------------------------------------------
 
     def request_scan_job(
-        self: TargetHost,
+        self,
         principal: Principal,
         target_id: UUID,
         scanner: str | None = None,
@@ -182,7 +187,7 @@ class ScanTargetCommands:
     ) -> CommandResult:
         """Queue one job per scanner (the one named, or every scanner of the target) now."""
         target = _target_for(self, principal, target_id, REQUEST_JOBS, org)
-        if (replay := self._replay(target.org, idem)) is not None:
+        if (replay := self.replayed(target.org, idem)) is not None:
             return replay
         now = self.clock().isoformat()
         jobs = [
@@ -193,46 +198,46 @@ class ScanTargetCommands:
             "target_id": str(target.id),
             "jobs": [{"id": str(job.id), "scanner": job.scanner} for job in jobs],
         }
-        return self._commit(target.org, ids, idem, *jobs)
+        return self.commit(target.org, ids, idem, *jobs)
 
-    def request_scheduled_jobs(self: TargetHost, target_id: UUID, slot: datetime) -> CommandResult:
+    def request_scheduled_jobs(self, target_id: UUID, slot: datetime) -> CommandResult:
         """The scheduler's command: the jobs of one schedule slot, each requested at most once."""
-        target = self._load(ScanTarget, target_id, f"scan target {target_id}")
+        target = self.load(ScanTarget, target_id, f"scan target {target_id}")
         if target.removed or target.schedule is None:
-            return self._commit(target.org, {"target_id": str(target.id), "jobs": []}, None)
+            return self.commit(target.org, {"target_id": str(target.id), "jobs": []}, None)
         at = slot.isoformat()
         now = self.clock().isoformat()
         jobs = [
             _new_job(target, name, "schedule", at, now, SCHEDULER_ACTOR)
             for name in target.scanners
-            if not self._exists(scan_job_id(str(target.id), name, "schedule", at))
+            if not self.exists(scan_job_id(str(target.id), name, "schedule", at))
         ]
         ids = {
             "target_id": str(target.id),
             "slot": at,
             "jobs": [{"id": str(job.id), "scanner": job.scanner} for job in jobs],
         }
-        return self._commit(target.org, ids, None, *jobs)
+        return self.commit(target.org, ids, None, *jobs)
 
-    def get_job(self: TargetHost, principal: Principal, job_id: UUID) -> ScanJob:
-        return self._owned(principal, ScanJob, job_id, f"scan job {job_id}", READ)
+    def get_job(self, principal: Principal, job_id: UUID) -> ScanJob:
+        return self.owned(principal, ScanJob, job_id, f"scan job {job_id}", READ)
 
-    def job_step(self: TargetHost, job_id: UUID, attempt: int, grace: float) -> Step:
+    def job_step(self, job_id: UUID, attempt: int, grace: float) -> Step:
         """What a runner told to make attempt `attempt` of a job should do now."""
-        job = self._load(ScanJob, job_id, f"scan job {job_id}")
+        job = self.load(ScanJob, job_id, f"scan job {job_id}")
         return next_step(job, attempt, self.clock(), grace)
 
-    def start_job(self: TargetHost, job_id: UUID) -> JobRun | None:
+    def start_job(self, job_id: UUID) -> JobRun | None:
         """Begin a job's next attempt; None (and the job cancelled) if its target was removed."""
-        job = self._load(ScanJob, job_id, f"scan job {job_id}")
-        target = self._load(ScanTarget, UUID(job.target_id), f"scan target {job.target_id}")
+        job = self.load(ScanJob, job_id, f"scan job {job_id}")
+        target = self.load(ScanTarget, UUID(job.target_id), f"scan target {job.target_id}")
         now = self.clock()
         if target.removed:
             job.cancel(f"scan target {target.name!r} was removed", now, RUNNER_ACTOR)
-            self._commit(job.org, {"id": str(job.id)}, None, job)
+            self.commit(job.org, {"id": str(job.id)}, None, job)
             return None
         attempt = job.start(now, RUNNER_ACTOR)
-        self._commit(job.org, {"id": str(job.id), "attempt": attempt}, None, job)
+        self.commit(job.org, {"id": str(job.id), "attempt": attempt}, None, job)
         return JobRun(
             job_id=job.id,
             org=job.org,
@@ -248,35 +253,30 @@ class ScanTargetCommands:
         )
 
     def ingest_job_report(
-        self: TargetHost, job_id: UUID, report: Report, digest: str, size: int
+        self, job_id: UUID, report: Report, digest: str, size: int
     ) -> CommandResult:
         """Submit a job's report through the same ingestion as HTTP, at most once per job.
 
         The scan's scope is the job's target (name, branch) and it is a full scan: findings of
         that scope it no longer reports become fixed.
         """
-        from domain.pearl_app import Idempotency  # at call time: pearl_app imports this module
-
-        job = self._load(ScanJob, job_id, f"scan job {job_id}")
+        job = self.load(ScanJob, job_id, f"scan job {job_id}")
         meta = ScanMeta(digest=digest, size=size, target=job.target_name, branch=job.branch)
         idem = Idempotency(_job_key(job.id), request_digest("scanJob", str(job.id)))
         principal = runner_principal(job.org)
         return self.submit_scan(principal, UUID(job.project_id), report, meta, idem, job.org)
 
-    def job_ingested(self: TargetHost, job_id: UUID) -> dict[str, Any] | None:
+    def job_ingested(self, job_id: UUID) -> dict[str, Any] | None:
         """The scan summary if this job's report was already ingested (a runner stopped after)."""
-        job = self._load(ScanJob, job_id, f"scan job {job_id}")
-        store = self.recorder
-        if not isinstance(store, IdempotencyStore):
-            return None
-        record = store.find_idempotency(job.org, _job_key(job.id))
+        job = self.load(ScanJob, job_id, f"scan job {job_id}")
+        record = self.idempotency_record(job.org, _job_key(job.id))
         return dict(record.response) if record is not None else None
 
     def job_succeeded(
-        self: TargetHost, job_id: UUID, summary: dict[str, Any], tool_version: str | None = None
+        self, job_id: UUID, summary: dict[str, Any], tool_version: str | None = None
     ) -> CommandResult:
         """Record the scan a job produced (its id and counts, from the ingestion's answer)."""
-        job = self._load(ScanJob, job_id, f"scan job {job_id}")
+        job = self.load(ScanJob, job_id, f"scan job {job_id}")
         job.succeed(
             scan_id=str(summary["scan_id"]),
             counts={str(k): int(v) for k, v in dict(summary.get("counts") or {}).items()},
@@ -286,10 +286,10 @@ class ScanTargetCommands:
             actor=RUNNER_ACTOR,
         )
         ids = {"id": str(job.id), "status": job.status, "scan_id": job.scan_id}
-        return self._commit(job.org, ids, None, job)
+        return self.commit(job.org, ids, None, job)
 
     def job_failed(
-        self: TargetHost,
+        self,
         job_id: UUID,
         reason: str,
         *,
@@ -297,13 +297,13 @@ class ScanTargetCommands:
         permanent: bool = False,
     ) -> CommandResult:
         """Record a failed attempt; another is scheduled unless it was the last or permanent."""
-        job = self._load(ScanJob, job_id, f"scan job {job_id}")
+        job = self.load(ScanJob, job_id, f"scan job {job_id}")
         job.fail(reason, self.clock(), RUNNER_ACTOR, backoff_base=backoff_base, permanent=permanent)
         ids = {"id": str(job.id), "status": job.status, "retry_at": job.next_run_at}
-        return self._commit(job.org, ids, None, job)
+        return self.commit(job.org, ids, None, job)
 
 
 def _target_for(
-    host: TargetHost, principal: Principal, target_id: UUID, action: Action, org: str | None = None
+    host: Kernel, principal: Principal, target_id: UUID, action: Action, org: str | None = None
 ) -> ScanTarget:
-    return host._owned(principal, ScanTarget, target_id, f"scan target {target_id}", action, org)
+    return host.owned(principal, ScanTarget, target_id, f"scan target {target_id}", action, org=org)

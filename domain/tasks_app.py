@@ -6,25 +6,21 @@ an audit event here, once, whichever adapter (HTTP, NATS, MCP) the command came 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 from uuid import UUID
 
 from contracts.tasks import ClaimTask, CompleteTask, CreateTasks, ReleaseTask, TaskHeartbeat
 from domain.authz import Action, Principal
 from domain.errors import ConcurrencyConflict, InvalidInput, LeaseConflict, NotFound
 from domain.finding import Finding, finding_id
-from domain.host import AppHost
+from domain.kernel import CommandResult, Idempotency, Kernel
 from domain.remediation import Target, plan_packets
 from domain.scan_report import ScanReport
 from domain.task_packet import TaskPacket, task_id
 
-if TYPE_CHECKING:
-    from domain.pearl_app import CommandResult, Idempotency
 
-
-class TaskCommands:
+class TaskCommands(Kernel):
     def create_tasks(
-        self: AppHost,
+        self,
         principal: Principal,
         project_id: UUID,
         cmd: CreateTasks,
@@ -34,13 +30,13 @@ class TaskCommands:
     ) -> CommandResult:
         """Cut packets from the named findings, or from `candidates` (open findings in no
         unfinished packet, from the read model); each packet is re-derived from the events."""
-        with self._audited(principal, Action.TASK_CREATE, f"project/{project_id}/tasks"):
-            project = self._project_for(principal, project_id, Action.TASK_CREATE, org)
-        if (replay := self._replay(project.org, idem)) is not None:
+        with self.audited(principal, Action.TASK_CREATE, f"project/{project_id}/tasks"):
+            project = self.owned_project(principal, project_id, Action.TASK_CREATE, org=org)
+        if (replay := self.replayed(project.org, idem)) is not None:
             return replay
         pid = str(project.id)
         named = [UUID(i) for i in cmd.finding_ids]
-        findings = self._load_many(Finding, named or candidates)
+        findings = self.load_many(Finding, named or candidates)
         usable = [
             f
             for f in findings.values()
@@ -62,7 +58,7 @@ class TaskCommands:
             cmd.limit,
         )
         existing_ids = [task_id(pid, p.key) for p in plans]
-        existing = self._load_many(TaskPacket, existing_ids)
+        existing = self.load_many(TaskPacket, existing_ids)
         created: list[TaskPacket] = []
         changed: list[TaskPacket] = []
         for plan, tid in zip(plans, existing_ids, strict=True):
@@ -81,15 +77,15 @@ class TaskCommands:
             "created": [str(p.id) for p in created],
             "existing": [str(t) for t in existing_ids if t in existing],
         }
-        return self._commit(project.org, ids, idem, *created, *changed)
+        return self.commit(project.org, ids, idem, *created, *changed)
 
     def get_task(
-        self: AppHost, principal: Principal, tid: UUID, project_id: UUID | None = None
+        self, principal: Principal, tid: UUID, project_id: UUID | None = None
     ) -> TaskPacket:
         return _task_for(self, principal, tid, Action.TASK_READ, None, project_id)
 
     def claim_task(
-        self: AppHost,
+        self,
         principal: Principal,
         tid: UUID,
         cmd: ClaimTask,
@@ -98,19 +94,19 @@ class TaskCommands:
         project_id: UUID | None = None,
     ) -> CommandResult:
         """Take the packet with a lease; of many racing claims exactly one is saved."""
-        with self._audited(principal, Action.TASK_CLAIM, f"task/{tid}"):
+        with self.audited(principal, Action.TASK_CLAIM, f"task/{tid}"):
             task = _task_for(self, principal, tid, Action.TASK_CLAIM, org, project_id)
-            if (replay := self._replay(task.org, idem)) is not None:
+            if (replay := self.replayed(task.org, idem)) is not None:
                 return replay
             task.claim(principal.actor, self.clock(), cmd.ttl_seconds)
             ids = {"id": str(tid), "holder": task.holder, "lease_expires_at": task.lease_expires_at}
             try:
-                return self._commit(task.org, ids, idem, task)
+                return self.commit(task.org, ids, idem, task)
             except ConcurrencyConflict:
                 raise LeaseConflict(f"task {tid} was claimed by someone else first") from None
 
     def heartbeat_task(
-        self: AppHost,
+        self,
         principal: Principal,
         tid: UUID,
         cmd: TaskHeartbeat,
@@ -119,16 +115,16 @@ class TaskCommands:
         *,
         idem: Idempotency | None = None,
     ) -> CommandResult:
-        with self._audited(principal, Action.TASK_CLAIM, f"task/{tid}/heartbeat"):
+        with self.audited(principal, Action.TASK_CLAIM, f"task/{tid}/heartbeat"):
             task = _task_for(self, principal, tid, Action.TASK_CLAIM, org, project_id)
-            if (replay := self._replay(task.org, idem)) is not None:
+            if (replay := self.replayed(task.org, idem)) is not None:
                 return replay
             task.heartbeat(principal.actor, self.clock(), cmd.ttl_seconds)
             ids = {"id": str(tid), "lease_expires_at": task.lease_expires_at}
-            return self._commit(task.org, ids, idem, task)
+            return self.commit(task.org, ids, idem, task)
 
     def complete_task(
-        self: AppHost,
+        self,
         principal: Principal,
         tid: UUID,
         cmd: CompleteTask,
@@ -138,9 +134,9 @@ class TaskCommands:
     ) -> CommandResult:
         """Record the holder's outcome, within the packet's guard rails; verification follows
         from the next full scan."""
-        with self._audited(principal, Action.TASK_COMPLETE, f"task/{tid}/complete"):
+        with self.audited(principal, Action.TASK_COMPLETE, f"task/{tid}/complete"):
             task = _task_for(self, principal, tid, Action.TASK_COMPLETE, org, project_id)
-            if (replay := self._replay(task.org, idem)) is not None:
+            if (replay := self.replayed(task.org, idem)) is not None:
                 return replay
             outcome = {
                 "branch": cmd.branch,
@@ -151,10 +147,10 @@ class TaskCommands:
             task.complete(
                 principal.actor, self.clock(), outcome, list(cmd.changed_files), cmd.changed_lines
             )
-            return self._commit(task.org, {"id": str(tid), "status": task.status}, idem, task)
+            return self.commit(task.org, {"id": str(tid), "status": task.status}, idem, task)
 
     def release_task(
-        self: AppHost,
+        self,
         principal: Principal,
         tid: UUID,
         cmd: ReleaseTask,
@@ -163,18 +159,18 @@ class TaskCommands:
         *,
         idem: Idempotency | None = None,
     ) -> CommandResult:
-        with self._audited(principal, Action.TASK_CLAIM, f"task/{tid}/release"):
+        with self.audited(principal, Action.TASK_CLAIM, f"task/{tid}/release"):
             task = _task_for(self, principal, tid, Action.TASK_CLAIM, org, project_id)
-            if (replay := self._replay(task.org, idem)) is not None:
+            if (replay := self.replayed(task.org, idem)) is not None:
                 return replay
             task.release(principal.actor, self.clock(), cmd.reason, cmd.failed)
-            return self._commit(task.org, {"id": str(tid), "status": task.status}, idem, task)
+            return self.commit(task.org, {"id": str(tid), "status": task.status}, idem, task)
 
     # --- the scheduler's and the verifier's commands ----------------------------------------
 
-    def expire_task_lease(self: AppHost, tid: UUID, paused_agent: str | None = None) -> bool:
+    def expire_task_lease(self, tid: UUID, paused_agent: str | None = None) -> bool:
         """Take back a packet whose lease ran out (or whose holder is paused); False if not due."""
-        task = self._load(TaskPacket, tid, f"task {tid}")
+        task = self.load(TaskPacket, tid, f"task {tid}")
         now = self.clock()
         if paused_agent is not None:
             done = task.revoke_lease(paused_agent, now, "agent paused", "system:scheduler")
@@ -183,24 +179,24 @@ class TaskCommands:
         if not done:
             return False
         try:
-            self._commit(task.org, {"id": str(tid)}, None, task)
+            self.commit(task.org, {"id": str(tid)}, None, task)
         except ConcurrencyConflict:  # renewed or released meanwhile: the next tick re-checks
             return False
         return True
 
-    def verify_tasks(self: AppHost, scan_id: UUID, candidates: list[UUID]) -> dict[str, int]:
+    def verify_tasks(self, scan_id: UUID, candidates: list[UUID]) -> dict[str, int]:
         """Judge completed packets of the scan's project by a full scan submitted after them."""
-        scan = self._load(ScanReport, scan_id, f"scan {scan_id}")
+        scan = self.load(ScanReport, scan_id, f"scan {scan_id}")
         counts = {"verified": 0, "reopened": 0}
         if not scan.full:
             return counts
         packets = [
             p
-            for p in self._load_many(TaskPacket, candidates).values()
+            for p in self.load_many(TaskPacket, candidates).values()
             if p.project_id == scan.project_id and p.status == "completed"
         ]
         ids = [finding_id(scan.project_id, t["fingerprint"]) for p in packets for t in p.targets]
-        findings = {f.fingerprint: f for f in self._load_many(Finding, ids).values()}
+        findings = {f.fingerprint: f for f in self.load_many(Finding, ids).values()}
         judged = []
         for packet in packets:
             states = {
@@ -212,14 +208,14 @@ class TaskCommands:
                 judged.append(packet)
         if judged:
             try:
-                self._commit(scan.org, counts, None, *judged)
+                self.commit(scan.org, counts, None, *judged)
             except ConcurrencyConflict:  # a packet changed meanwhile: redelivery re-judges
                 return {"verified": 0, "reopened": 0}
         return counts
 
 
 def _task_for(
-    host: AppHost,
+    host: Kernel,
     principal: Principal,
     tid: UUID,
     action: Action,
@@ -227,7 +223,7 @@ def _task_for(
     project_id: UUID | None = None,
 ) -> TaskPacket:
     """The packet if the caller may act on it (in `org` and `project_id`, when named)."""
-    task = host._owned(principal, TaskPacket, tid, f"task {tid}", action, org)
+    task = host.owned(principal, TaskPacket, tid, f"task {tid}", action, org=org)
     if project_id is not None and task.project_id != str(project_id):
         raise NotFound(f"task {tid} not found in project {project_id}")
     return task

@@ -10,7 +10,8 @@ from uuid import UUID
 
 from domain.authz import Principal
 from domain.errors import InvalidInput
-from domain.pearl_app import CommandResult, Idempotency, PearlApp
+from domain.kernel import CommandResult, Idempotency
+from domain.pearl_app import PearlApp
 
 Handler = Callable[[PearlApp, Principal, str, Any, Idempotency | None, Any], CommandResult]
 

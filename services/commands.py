@@ -25,7 +25,8 @@ from contracts.text import explain
 from domain.authz import Principal
 from domain.errors import InvalidInput
 from domain.ingest import ScanMeta
-from domain.pearl_app import CommandResult, Idempotency, PearlApp
+from domain.kernel import CommandResult, Idempotency
+from domain.pearl_app import PearlApp
 from domain.scanners import ReportStream
 from services.bus_handlers import Handler, by_id, uuid_of
 from services.reports import ReportStore, Spooled, meta_for, parse_file, spool_bytes

@@ -30,7 +30,8 @@ from domain.gate.facts import (
 )
 from domain.gate.inputs import Decision, GateInputs, RuleResult
 from domain.governance_app import GATEKEEPER, GateOutcome, ReplayIds, build_inputs
-from domain.pearl_app import CommandResult, Idempotency, PearlApp
+from domain.kernel import CommandResult, Idempotency
+from domain.pearl_app import PearlApp
 from domain.promotion import Promotion
 from projections import queries
 from projections.gate_snapshot import GateSnapshot, OpenFindings, read_snapshot
@@ -201,10 +202,10 @@ class GateService:
         """A caller's request to evaluate the gate again now (a new decision event); the same
         idempotency key again answers the first decision."""
         promotion = await asyncio.to_thread(self.app.authorize_evaluation, principal, promotion_id)
-        replay = await asyncio.to_thread(self.app._replay, promotion.org, idem)
+        replay = await asyncio.to_thread(self.app.replayed, promotion.org, idem)
         if replay is not None:
             return replay
-        position = self.app.recorder.max_notification_id() or 0
+        position = self.app.position
         outcome = await self.evaluate(promotion_id, "manual", position, principal.actor, idem)
         if outcome.result is None or outcome.decision is None:
             raise InvalidInput(f"promotion {promotion_id} is closed; it is not evaluated again")

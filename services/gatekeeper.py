@@ -183,7 +183,7 @@ class Gatekeeper:
             for promotion_id in await gq.open_promotions(self.pool, project_id):
                 targets.setdefault(str(promotion_id), trigger)
         for policy_id in work.policies:
-            policy = await asyncio.to_thread(self.app._load, GatePolicy, UUID(policy_id), "policy")
+            policy = await asyncio.to_thread(self.app.load, GatePolicy, UUID(policy_id), "policy")
             if policy.project_id is not None:
                 ids = await gq.open_promotions(self.pool, policy.project_id)
             else:

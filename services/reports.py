@@ -19,7 +19,8 @@ from contracts.subjects import Subjects
 from domain.authz import Principal
 from domain.errors import InvalidInput, PayloadTooLarge, ReportError
 from domain.ingest import ScanMeta
-from domain.pearl_app import CommandResult, PearlApp, command_idempotency
+from domain.kernel import CommandResult, command_idempotency
+from domain.pearl_app import PearlApp
 from domain.scanners import ReportStream, stream_report
 
 CHUNK = 1024 * 1024

@@ -10,7 +10,8 @@ from typing import Any
 
 from contracts.targets import RegisterScanTarget, RequestScanJob
 from domain.authz import Principal
-from domain.pearl_app import CommandResult, Idempotency, PearlApp
+from domain.kernel import CommandResult, Idempotency
+from domain.pearl_app import PearlApp
 from services.bus_handlers import uuid_of
 
 

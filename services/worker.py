@@ -44,7 +44,8 @@ from domain.authz import SYSTEM_ORG, Principal
 from domain.base import current_channel
 from domain.errors import ConcurrencyConflict, CrossOrg, Forbidden, PearlError, Unauthenticated
 from domain.idempotency import request_digest
-from domain.pearl_app import Idempotency, PearlApp
+from domain.kernel import Idempotency
+from domain.pearl_app import PearlApp
 from services.bus import (
     CONNECT_OPTIONS,
     WORKER_ACK_WAIT_S,

@@ -12,7 +12,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, PathParameter
 from contracts.agents import PauseAgent, RegisterAgent, ResumeAgent, SetAutonomy
 from contracts.tasks import ClaimTask, CompleteTask, CreateTasks, ReleaseTask, TaskHeartbeat
 from domain.authz import Action, authorize
-from domain.pearl_app import command_idempotency
+from domain.kernel import command_idempotency
 from projections import task_queries as tq
 from services.api.params import Caller, Ctx, Cursor, IdemKey, Limit, MinPosition
 from services.api.routes import (

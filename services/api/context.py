@@ -118,9 +118,9 @@ class ApiContext:
         """Read-your-writes: block (bounded) until projections reached `min_position`."""
         if not min_position or await queries.position(self.pool) >= min_position:
             return
-        head = await asyncio.to_thread(self.pearl.recorder.max_notification_id)
-        if min_position > (head or 0):
-            raise PositionBeyondHead(min_position, head or 0)
+        head = await asyncio.to_thread(lambda: self.pearl.position)
+        if min_position > head:
+            raise PositionBeyondHead(min_position, head)
         limit = self.settings.read_wait_max_seconds
         if not await queries.wait_for_position(self.pool, min_position, limit):
             raise ProjectionLag(min_position, limit)

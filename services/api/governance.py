@@ -28,7 +28,7 @@ from contracts.governance import (
 from domain.authz import Action, Principal, authorize
 from domain.errors import InvalidInput, NotFound
 from domain.gate_policy import GatePolicy
-from domain.pearl_app import command_idempotency
+from domain.kernel import command_idempotency
 from domain.policy import diff_policies
 from projections import governance_queries as gq
 from services.api.context import ApiContext
@@ -472,9 +472,7 @@ class PromotionController(Controller):
         promotion = await asyncio.to_thread(ctx.pearl.get_promotion, principal, promotion_id)
         if as_of is not None:
             position = await as_of_position(ctx, promotion.org, as_of)
-            then = await asyncio.to_thread(
-                ctx.pearl.aggregate_as_of, type(promotion), promotion_id, position
-            )
+            then = await asyncio.to_thread(ctx.pearl.as_of, type(promotion), promotion_id, position)
             if then is None:
                 raise NotFound(f"promotion {promotion_id} did not exist at position {position}")
             return {"as_of_position": position, **_promotion_state(then)}
@@ -636,9 +634,7 @@ class ApprovalController(Controller):
         request = await asyncio.to_thread(ctx.pearl.get_approval, principal, request_id)
         if as_of is not None:
             position = await as_of_position(ctx, request.org, as_of)
-            then = await asyncio.to_thread(
-                ctx.pearl.aggregate_as_of, type(request), request_id, position
-            )
+            then = await asyncio.to_thread(ctx.pearl.as_of, type(request), request_id, position)
             if then is None:
                 raise NotFound(f"approval request {request_id} did not exist at {position}")
             return {"as_of_position": position, **_approval_state(then)}

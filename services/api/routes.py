@@ -23,7 +23,7 @@ from contracts.commands import (
 from domain.authz import Action, Principal, authorize
 from domain.errors import InvalidInput, NotFound
 from domain.finding import Finding
-from domain.pearl_app import CommandResult, command_idempotency
+from domain.kernel import CommandResult, command_idempotency
 from domain.wire import to_envelope
 from projections import queries
 from services.api.context import ApiContext

@@ -12,7 +12,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from contracts.targets import RegisterScanTarget, RequestScanJob, UpdateScanTarget
 from domain.authz import Action
 from domain.errors import InvalidInput
-from domain.pearl_app import command_idempotency
+from domain.kernel import command_idempotency
 from projections import target_queries
 from services.api.params import Caller, Ctx, Cursor, IdemKey, Limit, MinPosition
 from services.api.routes import (

@@ -220,7 +220,7 @@ def _fill_governance(
 
 
 def _max_position(app: PearlApp) -> int:
-    return int(app.recorder.max_notification_id() or 0)
+    return app.position
 
 
 async def _measure(
@@ -249,7 +249,7 @@ async def _measure(
             raise RuntimeError("the read models never reached the store's position")
 
         promotion = await asyncio.to_thread(app.promotion_for_gate, staging)
-        project_agg = app._load(Project, project, "project")
+        project_agg = app.load(Project, project, "project")
         rules = effective_policy(app, project_agg, "staging").rules
         inputs, _ = await gate.snapshot_inputs(promotion)
         decision = domain_gate.evaluate(rules, inputs)

@@ -22,7 +22,7 @@ from contracts.governance import RequestException, RequestPromotion
 from contracts.tasks import ClaimTask, CompleteTask, ReleaseTask, TaskHeartbeat
 from domain.authz import Action, Principal
 from domain.errors import InvalidInput, NotFound
-from domain.pearl_app import CommandResult, command_idempotency
+from domain.kernel import CommandResult, command_idempotency
 from domain.remediation import Target, remediation_for
 from projections import task_queries as tq
 from services.api.context import ApiContext

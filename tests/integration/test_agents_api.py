@@ -186,7 +186,7 @@ async def test_task_packets_from_a_real_scan_to_verification(stack: Stack) -> No
     finding = await ok(await http.get(f"/v1/findings/{gone['finding_ids'][0]}", headers=watcher))
     assert finding["status"] == "fixed"
 
-    position = stack.app.recorder.max_notification_id() or 0
+    position = stack.app.position
 
     async def codes(actor: str) -> list[tuple[str, str]]:
         rows = await denials(stack, org, actor, position)
@@ -304,7 +304,7 @@ async def test_kill_switch_lease_expiry_and_the_bus(stack: Stack) -> None:
         assert r.status_code == 409 and r.json()["type"] == "urn:pearl:problem:lease-conflict"
     finally:
         stack.app.clock = real
-    position = stack.app.recorder.max_notification_id() or 0
+    position = stack.app.position
     row = await ok(
         await http.get(f"{base}/tasks/{second}", params={"min_position": position}, headers=admin)
     )

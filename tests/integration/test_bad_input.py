@@ -16,7 +16,7 @@ PROBLEM = "application/problem+json"
 
 
 def store_position(stack: Stack) -> int:
-    return stack.app.recorder.max_notification_id() or 0
+    return stack.app.position
 
 
 def new_event_types(stack: Stack, after: int) -> list[str]:

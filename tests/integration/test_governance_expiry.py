@@ -54,7 +54,7 @@ async def test_expiries_are_issued_by_the_scheduler_jobs(stack: Stack) -> None:
     )
     real: Callable[[], datetime] = stack.app.clock
     jobs = Expiries(stack.app, stack.pool)
-    position = stack.app.recorder.max_notification_id() or 0
+    position = stack.app.position
     assert await wait_for_position(stack.pool, position, 10)
 
     async def status(path: str) -> str:

@@ -16,7 +16,7 @@ import pytest
 from contracts.commands import RecordFinding
 from domain.access import AccessDenial
 from domain.errors import UnstorableText
-from domain.pearl_app import Idempotency
+from domain.kernel import Idempotency
 from services.api.guard import MAX_JSON_DEPTH, json_too_deep
 from tests.support.health import assert_history_intact, store_head
 from tests.support.helpers import eventually, finding_body, make_org_and_project

@@ -32,7 +32,7 @@ def sample(name: str) -> Any:
 
 async def caught_up(stack: Stack) -> None:
     """The read models reach the store head, and every org's audit chain verifies."""
-    head = stack.app.recorder.max_notification_id() or 0
+    head = stack.app.position
 
     async def at_head() -> bool:
         return await queries.position(stack.pool) >= head

@@ -53,7 +53,7 @@ class World:
 
     @property
     def head(self) -> int:
-        return int(self.app.recorder.max_notification_id() or 0)
+        return self.app.position
 
 
 @contextlib.asynccontextmanager

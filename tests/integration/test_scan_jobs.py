@@ -151,7 +151,7 @@ def source_tree(root: Path) -> Path:
 
 
 async def job_state(scans: Scans, job_id: UUID) -> ScanJob:
-    return await asyncio.to_thread(scans.app._load, ScanJob, job_id, "job")
+    return await asyncio.to_thread(scans.app.load, ScanJob, job_id, "job")
 
 
 async def job_events(scans: Scans, job_id: UUID) -> list[Any]:

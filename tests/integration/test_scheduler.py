@@ -230,7 +230,7 @@ def write_signing_key(home: Path) -> None:
 
 
 async def projected(stack: Stack, pool: Pool) -> None:
-    target = stack.app.recorder.max_notification_id() or 0
+    target = stack.app.position
     assert await queries.wait_for_position(pool, target, 15)
 
 

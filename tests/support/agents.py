@@ -107,19 +107,19 @@ def _open_findings(app: PearlApp, project: UUID) -> list[UUID]:
     from domain.finding import Finding, finding_id
 
     ids = [finding_id(project, code_finding(n).fingerprint) for n in (1, 2, 3)]
-    return [i for i, f in app._load_many(Finding, ids).items() if f.is_open]
+    return [i for i, f in app.load_many(Finding, ids).items() if f.is_open]
 
 
 def _path_of(app: PearlApp, tid: UUID) -> str:
     from domain.task_packet import TaskPacket
 
-    return str(app._load(TaskPacket, tid, "task").targets[0]["path"])
+    return str(app.load(TaskPacket, tid, "task").targets[0]["path"])
 
 
 def _number_of(app: PearlApp, tid: UUID) -> int:
     from domain.task_packet import TaskPacket
 
-    return int(app._load(TaskPacket, tid, "task").targets[0]["fingerprint"], 16)
+    return int(app.load(TaskPacket, tid, "task").targets[0]["fingerprint"], 16)
 
 
 def _last_scan(app: PearlApp) -> UUID:

@@ -11,7 +11,7 @@ from tests.support.stack import Stack
 
 
 def store_head(stack: Stack) -> int:
-    return stack.app.recorder.max_notification_id() or 0
+    return stack.app.position
 
 
 async def assert_history_intact(stack: Stack, timeout: float = 30.0) -> int:

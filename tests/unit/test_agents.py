@@ -327,11 +327,11 @@ def test_a_full_scan_verifies_or_reopens_completed_packets(
     app: PearlApp, org: str, project: UUID, org_admin: Principal, clock: FakeClock
 ) -> None:
     story = agents_story(app, org_admin, org, project, clock)
-    verified = app._load(TaskPacket, UUID(story.verified), "task")
-    reopened = app._load(TaskPacket, UUID(story.reopened), "task")
+    verified = app.load(TaskPacket, UUID(story.verified), "task")
+    reopened = app.load(TaskPacket, UUID(story.reopened), "task")
     assert verified.status == "verified" and verified.remaining == []
     assert reopened.status == "open" and reopened.remaining == [reopened.targets[0]["fingerprint"]]
-    revoked = app._load(TaskPacket, UUID(story.revoked), "task")
+    revoked = app.load(TaskPacket, UUID(story.revoked), "task")
     assert revoked.status == "open" and revoked.holder is None
     assert "TaskPacket.Verified" in event_names(app) and "Agent.Paused" in event_names(app)
 
@@ -387,7 +387,7 @@ def test_an_act_agent_promotes_only_where_no_human_approval_rule_applies(
         app.request_promotion(bot, world.project, RequestPromotion(version="1.0.0", to="staging"))
     world.evaluate(promotion)
     app.promote(bot, promotion)
-    assert app._load(Promotion, promotion, "p").status == "promoted"
+    assert app.load(Promotion, promotion, "p").status == "promoted"
 
     rule = {"id": "one-approver", "kind": "approvals", "count": 1, "roles": ["approver"]}
     app.set_policy(world.admin, world.org, world.project, "dev", policy(rule))
@@ -399,7 +399,7 @@ def test_an_act_agent_promotes_only_where_no_human_approval_rule_applies(
     )
     outcome = world.evaluate(second)
     assert outcome.decision is not None and outcome.decision.result == "awaiting_approval"
-    approval = app._load(Promotion, second, "p").approval_requests[-1]
+    approval = app.load(Promotion, second, "p").approval_requests[-1]
     with pytest.raises(Forbidden):
         app.decide_approval(bot, UUID(approval), DecideApproval(decision="approve"))
     app.decide_approval(world.approver, UUID(approval), DecideApproval(decision="approve"))

@@ -39,7 +39,7 @@ def _evaluate(app: PearlApp, promotion_id: UUID) -> GateOutcome:
 
 
 def _stored(app: PearlApp, promotion_id: UUID) -> Promotion:
-    return app._load(Promotion, promotion_id, "promotion")
+    return app.load(Promotion, promotion_id, "promotion")
 
 
 def test_kept_promotion_follows_events_saved_elsewhere(
@@ -89,7 +89,7 @@ def test_a_decision_that_fails_to_save_is_not_kept(
         raise ConcurrencyConflict("another change was saved first")
 
     with monkeypatch.context() as patched:
-        patched.setattr(app, "_commit", conflict)
+        patched.setattr(app, "commit", conflict)
         with pytest.raises(ConcurrencyConflict):
             _evaluate(app, promotion_id)
 

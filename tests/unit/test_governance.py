@@ -63,10 +63,10 @@ class World:
         return UUID(result.ids["id"])
 
     def evaluate(self, promotion_id: UUID, trigger: str = "manual") -> GateOutcome:
-        promotion = self.app._load(Promotion, promotion_id, "promotion")
+        promotion = self.app.load(Promotion, promotion_id, "promotion")
         ids = ReplayIds(findings=self.findings, exceptions=self.exceptions, scans=[], tests=[])
         inputs, _ = inputs_from_store(self.app, promotion, ids, None, self.app.now())
-        position = self.app.recorder.max_notification_id() or 0
+        position = self.app.position
         return self.app.record_gate(promotion_id, inputs, position, trigger, position)
 
     def finding(self, severity: str = "high", rule: str = "python.sqli") -> UUID:
@@ -233,15 +233,15 @@ def test_two_approvals_racing_for_the_last_slot(
         world.operator, world.project, RequestPromotion(version="1.0.0", to="dev")
     )
     rid = UUID(result.ids["approval_request_id"])
-    first = app._load(ApprovalRequest, rid, "r")
-    second = app._load(ApprovalRequest, rid, "r")
+    first = app.load(ApprovalRequest, rid, "r")
+    second = app.load(ApprovalRequest, rid, "r")
     first.decide(world.approver.actor, ["approver"], "approve", "", app.clock())
     second.decide(world.approver2.actor, ["approver"], "approve", "", app.clock())
     app.save(first)
     with pytest.raises(Exception) as caught:
         app.save(second)
     assert "IntegrityError" in type(caught.value).__name__
-    stored = app._load(ApprovalRequest, rid, "r")
+    stored = app.load(ApprovalRequest, rid, "r")
     assert stored.approvals == 1 and stored.status == "approved"
     with pytest.raises(Conflict):
         app.decide_approval(world.approver2, rid, DecideApproval(decision="approve"))
@@ -277,7 +277,7 @@ def test_rejected_promotion_voids_its_approvals_and_frees_the_environment(world:
     )
     pid, rid = UUID(result.ids["id"]), UUID(result.ids["approval_request_id"])
     app.reject_promotion(world.approver, pid, "not this week")
-    assert app._load(ApprovalRequest, rid, "r").status == "voided"
+    assert app.load(ApprovalRequest, rid, "r").status == "voided"
     with pytest.raises(Conflict):
         app.promote(world.operator, pid)
     world.request()  # the environment takes a new promotion
@@ -311,7 +311,7 @@ def test_automatic_reevaluation_is_once_per_trigger(world: World) -> None:
     app = world.app
     world.register()
     pid = world.request()
-    promotion = app._load(Promotion, pid, "p")
+    promotion = app.load(Promotion, pid, "p")
     ids = ReplayIds(findings=[], exceptions=[], scans=[], tests=[])
     inputs, _ = inputs_from_store(app, promotion, ids, None, app.now())
     first = app.record_gate(pid, inputs, 10, "event", 10)

@@ -25,14 +25,9 @@ from domain.errors import (
 )
 from domain.finding import Finding, finding_id
 from domain.ingest import ScanMeta
+from domain.kernel import CommandResult, Idempotency, command_idempotency
 from domain.org import org_id
-from domain.pearl_app import (
-    CommandResult,
-    Idempotency,
-    PearlApp,
-    command_idempotency,
-    manual_fingerprint,
-)
+from domain.pearl_app import PearlApp, manual_fingerprint
 from domain.project import Project, project_id
 from domain.scanners.model import NormalizedFinding, ParsedReport
 from tests.unit.conftest import START, FakeClock, event_names, finding_cmd, stored_events
@@ -789,7 +784,7 @@ def test_stored_aggregates_have_the_expected_types_when_loaded(
 ) -> None:
     assert isinstance(app.repository.get(project), Project)
     with pytest.raises(NotFound):
-        app._load(Finding, project, "finding")
+        app.load(Finding, project, "finding")
 
 
 # --- triage -------------------------------------------------------------------------------
@@ -1009,7 +1004,7 @@ def test_full_scan_does_not_fix_a_finding_another_tool_still_reports_in_the_same
 
     assert counts["fixed"] == 0
     [shared] = [
-        f for f in app._load_many(Finding, list_finding_ids(app)).values() if len(f.sources) == 2
+        f for f in app.load_many(Finding, list_finding_ids(app)).values() if len(f.sources) == 2
     ]
     assert shared.status == "open"
 
@@ -1092,3 +1087,14 @@ def test_interrupted_chunked_ingest_completes_on_retry_without_doubling_events(
     assert names.count("Finding.SeenAgain") == 0
     assert names.count("ScanReport.Submitted") == 1
     assert result.ids["counts"]["total"] == 35
+
+
+def test_pearl_app_keeps_the_application_name_pearl_it_inherits_from_the_kernel() -> None:
+    # eventsourcing would name the subclass "PearlApp": its env prefix and the relay's
+    # `pearl_events` table are derived from this name.
+    class Extended(PearlApp):
+        pass
+
+    assert PearlApp.name == "pearl"
+    assert Extended.name == "pearl"
+    assert PearlApp(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}).name == "pearl"

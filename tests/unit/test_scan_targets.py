@@ -15,7 +15,8 @@ from contracts.targets import RegisterScanTarget, RequestScanJob, UpdateScanTarg
 from domain.authz import Principal
 from domain.errors import Conflict, Forbidden, IdempotencyMismatch, InvalidInput, NotFound
 from domain.finding import Finding, finding_id
-from domain.pearl_app import Idempotency, PearlApp
+from domain.kernel import Idempotency
+from domain.pearl_app import PearlApp
 from domain.scan_job import ScanJob, backoff_seconds, next_step
 from domain.scan_target import (
     ScanTarget,
@@ -326,7 +327,7 @@ def test_job_is_retried_with_backoff_then_fails_finally_when_every_attempt_fails
     assert (third := app.start_job(job)) is not None and third.attempt == 3
     last = app.job_failed(job, "and again", backoff_base=BASE)
 
-    final = app._load(ScanJob, job, "job")
+    final = app.load(ScanJob, job, "job")
     assert (last.ids["status"], last.ids["retry_at"]) == ("failed", None)
     assert (final.status, final.attempts, final.last_error) == ("failed", 3, "and again")
     assert [n for n in event_names(app) if n.startswith("ScanJob.")] == [
@@ -367,7 +368,7 @@ def test_job_succeeds_with_scan_id_and_counts_when_its_report_is_ingested(
     assert state.counts == {"new": 2, "seen_again": 0, "reopened": 0, "fixed": 0, "total": 2}
     scan = app.get_scan(operator, UUID(state.scan_id or ""))
     assert (scan.target, scan.branch, scan.full) == ("backend", "main", True)
-    finding = app._load(Finding, finding_id(project, "a" * 8), "finding")
+    finding = app.load(Finding, finding_id(project, "a" * 8), "finding")
     assert finding.tool == "bandit"
     submitted = [e for e, _ in stored_events(app) if type(e).__qualname__ == "ScanReport.Submitted"]
     assert submitted[0].actor == RUNNER_ACTOR
@@ -457,7 +458,7 @@ def test_next_step_recovers_a_running_attempt_only_when_its_timeout_and_grace_pa
     clock.advance(seconds=60)
 
     assert app.job_step(job, 1, grace=60.0).action == "recover"
-    loaded = app._load(ScanJob, job, "job")
+    loaded = app.load(ScanJob, job, "job")
     assert next_step(loaded, 2, clock(), 60.0).action == "skip"
 
 
@@ -620,7 +621,7 @@ def test_target_aggregate_guards_run_before_any_event_when_update_is_invalid(
     app: PearlApp, target: UUID, org_admin: Principal
 ) -> None:
     before = position(app)
-    loaded = app._load(ScanTarget, target, "target")
+    loaded = app.load(ScanTarget, target, "target")
 
     with pytest.raises(InvalidInput):
         loaded.update(

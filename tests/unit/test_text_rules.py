@@ -13,7 +13,8 @@ from contracts.governance import SetPolicy, SetProfile
 from contracts.text import escape_controls, explain, unstorable_at
 from domain.access import AccessDenial
 from domain.errors import UnstorableText
-from domain.pearl_app import Idempotency, PearlApp
+from domain.kernel import Idempotency
+from domain.pearl_app import PearlApp
 
 FINDING = {"tool": "semgrep", "rule_id": "r", "title": "t", "severity": "high"}
 
