@@ -8,7 +8,8 @@ import uuid
 
 import pytest
 
-from tests.support.helpers import eventually, finding_body, make_org_and_project
+from tests.support.bus import dead_lettered_where
+from tests.support.helpers import finding_body, make_org_and_project
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -84,17 +85,6 @@ async def test_duplicate_org_is_409(stack: Stack):
     assert r.json()["type"] == "urn:pearl:problem:conflict"
 
 
-async def _dlq_messages(stack: Stack) -> list:
-    js = stack.nc.jetstream()
-    sub = await js.pull_subscribe(stack.subjects.all_dlq, stream=stack.subjects.dlq_stream)
-    try:
-        return await sub.fetch(100, timeout=1.0)
-    except Exception:
-        return []
-    finally:
-        await sub.unsubscribe()
-
-
 @pytest.mark.parametrize(
     ("payload", "code"),
     [
@@ -134,11 +124,7 @@ async def test_bad_bus_command_goes_to_dlq_with_reason_and_records_nothing(
     assert isinstance(payload, bytes)
     await stack.nc.jetstream().publish(subject, payload, headers={**headers, "Pearl-Test": marker})
 
-    async def parked():
-        msgs = await _dlq_messages(stack)
-        return [m for m in msgs if (m.headers or {}).get("Pearl-Test") == marker]
-
-    [msg] = await eventually(parked)
+    msg = await dead_lettered_where(stack, lambda m: (m.headers or {}).get("Pearl-Test") == marker)
     assert msg.headers["Pearl-Dlq-Code"] == code
     assert msg.headers["Pearl-Dlq-Reason"]
     assert msg.headers["Pearl-Original-Subject"] == subject

@@ -17,6 +17,7 @@ import pytest
 import uvicorn
 
 from services.cli.main import main
+from tests.support.bus import dead_lettered
 from tests.support.helpers import eventually, issue_key, make_org_and_project, publish_command
 from tests.support.stack import Stack
 
@@ -67,24 +68,6 @@ async def pending_approval(stack: Stack, project: str) -> dict[str, Any]:
 
     [request] = await eventually(found)
     return request
-
-
-async def dead_lettered(stack: Stack, marker: str) -> Any:
-    """The DLQ entry of the command whose envelope id is `marker`."""
-
-    async def parked() -> list[Any]:
-        js = stack.nc.jetstream()
-        sub = await js.pull_subscribe(stack.subjects.all_dlq, stream=stack.subjects.dlq_stream)
-        try:
-            msgs = await sub.fetch(1000, timeout=1.0)
-        except Exception:
-            msgs = []
-        finally:
-            await sub.unsubscribe()
-        return [m for m in msgs if marker.encode() in m.data]
-
-    [msg] = await eventually(parked)
-    return msg
 
 
 async def denials(stack: Stack, org: str, subject: str) -> list[dict[str, Any]]:

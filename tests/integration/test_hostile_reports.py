@@ -15,6 +15,7 @@ from projections import queries
 from services import audit_cli
 from services.reports import ReportStore, spool_bytes
 from tests.conftest import samples_dir
+from tests.support.bus import dead_lettered
 from tests.support.helpers import eventually, make_org_and_project, publish_command
 from tests.support.stack import Stack
 
@@ -118,18 +119,7 @@ async def test_pathological_report_is_dead_lettered_with_its_reason_when_sent_on
         command_id=marker,
     )
 
-    async def parked() -> list[Any]:
-        js = stack.nc.jetstream()
-        sub = await js.pull_subscribe(stack.subjects.all_dlq, stream=stack.subjects.dlq_stream)
-        try:
-            msgs = await sub.fetch(1000, timeout=1.0)
-        except Exception:
-            msgs = []
-        finally:
-            await sub.unsubscribe()
-        return [m for m in msgs if marker.encode() in m.data]
-
-    [msg] = await eventually(parked)
+    msg = await dead_lettered(stack, marker)
     assert msg.headers["Pearl-Dlq-Code"] == "report-too-complex"
     assert "deeper than 256 levels" in msg.headers["Pearl-Dlq-Reason"]
     await caught_up(stack)

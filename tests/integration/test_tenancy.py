@@ -10,8 +10,8 @@ import pytest
 
 from services.api.openapi import openapi_document
 from tests.conftest import samples_dir
+from tests.support.bus import dead_lettered
 from tests.support.helpers import (
-    eventually,
     finding_body,
     issue_key,
     make_org_and_project,
@@ -289,18 +289,7 @@ async def test_every_bus_command_on_another_orgs_subject_is_dead_lettered(
         command_id=marker,
     )
 
-    async def parked():
-        js = stack.nc.jetstream()
-        sub = await js.pull_subscribe(stack.subjects.all_dlq, stream=stack.subjects.dlq_stream)
-        try:
-            msgs = await sub.fetch(500, timeout=1.0)
-        except Exception:
-            msgs = []
-        finally:
-            await sub.unsubscribe()
-        return [m for m in msgs if marker.encode() in m.data]
-
-    [msg] = await eventually(parked)
+    msg = await dead_lettered(stack, marker)
     assert msg.headers["Pearl-Dlq-Code"] in {"not-found", "cross-org"}
     await stack.http.get("/v1/whoami", headers=stack.admin)
     assert await victim_audit(stack, ids["org"]) == before
