@@ -33,7 +33,7 @@ from eventsourcing.utils import resolve_topic
 from contracts.envelope import EventEnvelope, event_type
 from domain.base import PEARL_NS
 from domain.storable import plain_json, storable_event, storable_state
-from domain.wire import _META, _PRIVATE, snake, to_envelope
+from domain.wire import META_FIELDS, PRIVATE_FIELDS, snake, to_envelope
 
 #: Keys of the stored state that never reach the envelope's data.
 _CLASS_VERSION = "class_version"
@@ -140,7 +140,7 @@ class EnvelopeDecoder:
                 owner, _, name = cls.__qualname__.rpartition(".")
                 aggregate = snake(owner.rpartition(".")[2])
                 version = getattr(cls, "class_version", 1)
-                skip = _META | _PRIVATE.get(aggregate, frozenset()) | {_CLASS_VERSION}
+                skip = META_FIELDS | PRIVATE_FIELDS.get(aggregate, frozenset()) | {_CLASS_VERSION}
                 kind = _Kind(aggregate, event_type(aggregate, snake(name), version), version, skip)
         self._kinds[topic] = kind
         return kind

@@ -11,11 +11,11 @@ from contracts.envelope import EventEnvelope, event_type
 from domain.base import stable_id
 
 #: Event attributes that are envelope metadata, not payload.
-_META = frozenset(
+META_FIELDS = frozenset(
     {"originator_id", "originator_version", "timestamp", "originator_topic", "org", "actor"}
 )
 #: Payload fields that never leave the event store (credential material).
-_PRIVATE: dict[str, frozenset[str]] = {"api_key": frozenset({"salt", "digest"})}
+PRIVATE_FIELDS: dict[str, frozenset[str]] = {"api_key": frozenset({"salt", "digest"})}
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 
@@ -44,9 +44,9 @@ def _plain(value: Any) -> Any:
 def to_envelope(event: Any, position: int) -> EventEnvelope:
     """Map one domain event at its store position onto the published envelope."""
     aggregate, name = names_of(event)
-    private = _PRIVATE.get(aggregate, frozenset())
+    private = PRIVATE_FIELDS.get(aggregate, frozenset())
     fields: dict[str, Any] = dict(vars(event))
-    data = {k: _plain(v) for k, v in fields.items() if k not in _META and k not in private}
+    data = {k: _plain(v) for k, v in fields.items() if k not in META_FIELDS and k not in private}
     traceparent = data.pop("traceparent", "") or None
     aggregate_id = str(event.originator_id)
     return EventEnvelope(

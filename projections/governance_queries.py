@@ -1,6 +1,6 @@
 """Read-side queries over the governance read models; each runs in one org's scope.
 
-They go through `queries._rows`, so they run as the row-level-security reader role like every
+They go through `queries.read_rows`, so they run as the row-level-security reader role like every
 other API read; `scope` is the caller's org, or `*` for platform administrators (and for the
 scheduler's queries, which look at every org). Lists are keyset-paginated on `position`, the
 store position of the event that created the row, which never changes.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from projections.queries import ALL_ORGS, Page, Pool, _rows
+from projections.queries import ALL_ORGS, Page, Pool, read_rows
 
 OPEN_PROMOTION = "status IN ('pending', 'passed', 'failed', 'awaiting_approval')"
 
@@ -64,7 +64,7 @@ def _paged(rows: list[dict[str, Any]], limit: int) -> Page:
     return Page(rows, str(rows[-1]["position"]) if more else None)
 
 
-async def _page(
+async def read_page(
     pool: Pool,
     table: str,
     columns: str,
@@ -80,7 +80,7 @@ async def _page(
         where.append("position > %s")
         params.append(after)
     params.append(limit + 1)
-    rows = await _rows(
+    rows = await read_rows(
         pool,
         f"SELECT {columns} FROM {table}"  # noqa: S608 - constant names only
         f" WHERE {' AND '.join(where)} ORDER BY position LIMIT %s",
@@ -90,8 +90,8 @@ async def _page(
     return _paged(rows, limit)
 
 
-async def _one(pool: Pool, table: str, columns: str, key: str, value: str, scope: str) -> Any:
-    rows = await _rows(
+async def read_one(pool: Pool, table: str, columns: str, key: str, value: str, scope: str) -> Any:
+    rows = await read_rows(
         pool,
         f"SELECT {columns} FROM {table} WHERE {key} = %s",  # noqa: S608 - constant names only
         (value,),
@@ -107,7 +107,7 @@ async def policy_versions(
     pool: Pool, scope: str, org: str, project_id: str | None, environment: str
 ) -> list[dict[str, Any]]:
     """Every version of the baseline (`project_id` None) or project policy, oldest first."""
-    return await _rows(
+    return await read_rows(
         pool,
         f"SELECT {POLICY_VERSION_COLUMNS} FROM policy_version_view"  # noqa: S608
         " WHERE org = %s AND project_id IS NOT DISTINCT FROM %s::uuid AND environment = %s"
@@ -118,7 +118,7 @@ async def policy_versions(
 
 
 async def versions(pool: Pool, project_id: str, scope: str) -> list[dict[str, Any]]:
-    return await _rows(
+    return await read_rows(
         pool,
         f"SELECT {VERSION_COLUMNS} FROM release_version_view"  # noqa: S608
         " WHERE project_id = %s ORDER BY position",
@@ -132,7 +132,7 @@ async def test_runs(
 ) -> list[dict[str, Any]]:
     where = "project_id = %s" + (" AND commit_sha = %s" if commit else "")
     params = (project_id, commit) if commit else (project_id,)
-    return await _rows(
+    return await read_rows(
         pool,
         f"SELECT {TEST_RUN_COLUMNS} FROM test_run_view"  # noqa: S608
         f" WHERE {where} ORDER BY position",
@@ -159,11 +159,11 @@ async def promotions(
         ("status = %s", status),
         ("to_environment = %s", environment),
     ]
-    return await _page(pool, "promotion_view", PROMOTION_COLUMNS, filters, scope, after, limit)
+    return await read_page(pool, "promotion_view", PROMOTION_COLUMNS, filters, scope, after, limit)
 
 
 async def promotion(pool: Pool, promotion_id: str, scope: str) -> dict[str, Any] | None:
-    row: dict[str, Any] | None = await _one(
+    row: dict[str, Any] | None = await read_one(
         pool, "promotion_view", PROMOTION_COLUMNS, "id", promotion_id, scope
     )
     return row
@@ -171,7 +171,7 @@ async def promotion(pool: Pool, promotion_id: str, scope: str) -> dict[str, Any]
 
 async def decisions(pool: Pool, promotion_id: str, scope: str) -> list[dict[str, Any]]:
     """A promotion's gate decisions, first evaluation first."""
-    return await _rows(
+    return await read_rows(
         pool,
         f"SELECT {DECISION_COLUMNS} FROM gate_decision_view"  # noqa: S608
         " WHERE promotion_id = %s ORDER BY seq",
@@ -181,7 +181,7 @@ async def decisions(pool: Pool, promotion_id: str, scope: str) -> list[dict[str,
 
 
 async def decision(pool: Pool, decision_id: str, scope: str) -> dict[str, Any] | None:
-    row: dict[str, Any] | None = await _one(
+    row: dict[str, Any] | None = await read_one(
         pool, "gate_decision_view", DECISION_COLUMNS, "decision_id", decision_id, scope
     )
     return row
@@ -192,7 +192,7 @@ async def decision(pool: Pool, decision_id: str, scope: str) -> dict[str, Any] |
 
 async def environments(pool: Pool, project_id: str, scope: str) -> list[dict[str, Any]]:
     """The environments a promotion ever targeted: what is live since when, what is pending."""
-    return await _rows(
+    return await read_rows(
         pool,
         f"SELECT {ENVIRONMENT_COLUMNS} FROM environment_view"  # noqa: S608
         " WHERE project_id = %s ORDER BY name",
@@ -212,7 +212,7 @@ async def releases(
 ) -> Page:
     """The promotion history: every promotion and rollback, oldest first."""
     filters = [("project_id = %s", project_id), ("environment = %s", environment)]
-    return await _page(pool, "release_view", RELEASE_COLUMNS, filters, scope, after, limit)
+    return await read_page(pool, "release_view", RELEASE_COLUMNS, filters, scope, after, limit)
 
 
 # --- approvals and exceptions --------------------------------------------------------------------
@@ -233,7 +233,7 @@ async def approvals(
     ]
     where = [cond for cond, value in filters if value is not None]
     params = [value for _, value in filters if value is not None]
-    return await _rows(
+    return await read_rows(
         pool,
         f"SELECT {APPROVAL_COLUMNS} FROM approval_view"  # noqa: S608
         f" WHERE {' AND '.join(where)} ORDER BY position",
@@ -243,7 +243,7 @@ async def approvals(
 
 
 async def approval(pool: Pool, request_id: str, scope: str) -> dict[str, Any] | None:
-    row: dict[str, Any] | None = await _one(
+    row: dict[str, Any] | None = await read_one(
         pool, "approval_view", APPROVAL_COLUMNS, "id", request_id, scope
     )
     return row
@@ -259,11 +259,11 @@ async def exceptions(
     limit: int = 100,
 ) -> Page:
     filters = [("project_id = %s", project_id), ("status = %s", status)]
-    return await _page(pool, "exception_view", EXCEPTION_COLUMNS, filters, scope, after, limit)
+    return await read_page(pool, "exception_view", EXCEPTION_COLUMNS, filters, scope, after, limit)
 
 
 async def exception(pool: Pool, exception_id: str, scope: str) -> dict[str, Any] | None:
-    row: dict[str, Any] | None = await _one(
+    row: dict[str, Any] | None = await read_one(
         pool, "exception_view", EXCEPTION_COLUMNS, "id", exception_id, scope
     )
     return row
@@ -273,7 +273,7 @@ async def exception(pool: Pool, exception_id: str, scope: str) -> dict[str, Any]
 
 
 async def _ids(pool: Pool, sql: str, params: tuple[Any, ...]) -> list[str]:
-    return [str(r["id"]) for r in await _rows(pool, sql, params, ALL_ORGS)]
+    return [str(r["id"]) for r in await read_rows(pool, sql, params, ALL_ORGS)]
 
 
 async def approvals_due(pool: Pool, now: datetime, limit: int = 100) -> list[str]:

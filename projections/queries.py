@@ -37,7 +37,7 @@ def page(rows: list[dict[str, Any]], limit: int, key: str) -> Page:
 ALL_ORGS = "*"
 
 
-async def _rows(
+async def read_rows(
     pool: Pool, sql: str, params: tuple[Any, ...] | list[Any], scope: str
 ) -> list[dict[str, Any]]:
     """Run one read as `pearl_reader` in `scope` (an org, or `*` for platform administrators)."""
@@ -53,7 +53,7 @@ async def _rows(
 
 
 async def position(pool: Pool) -> int:
-    rows = await _rows(
+    rows = await read_rows(
         pool, "SELECT position FROM projection_checkpoint WHERE name = %s", (CHECKPOINT,), ""
     )
     return int(rows[0]["position"]) if rows else 0
@@ -73,7 +73,7 @@ async def wait_for_position(pool: Pool, target: int, timeout: float) -> bool:
 
 
 async def org(pool: Pool, slug: str) -> dict[str, Any] | None:
-    rows = await _rows(
+    rows = await read_rows(
         pool,
         "SELECT org, id, name, created_at, created_by FROM org_view WHERE org = %s",
         (slug,),
@@ -83,7 +83,7 @@ async def org(pool: Pool, slug: str) -> dict[str, Any] | None:
 
 
 async def project(pool: Pool, project_id: str, scope: str) -> dict[str, Any] | None:
-    rows = await _rows(
+    rows = await read_rows(
         pool,
         "SELECT id, org, slug, name, environments, created_at FROM project_view WHERE id = %s",
         (project_id,),
@@ -93,7 +93,7 @@ async def project(pool: Pool, project_id: str, scope: str) -> dict[str, Any] | N
 
 
 async def projects(pool: Pool, org_slug: str) -> list[dict[str, Any]]:
-    return await _rows(
+    return await read_rows(
         pool,
         "SELECT id, org, slug, name, environments, created_at"
         " FROM project_view WHERE org = %s ORDER BY slug",
@@ -145,12 +145,12 @@ async def findings(
         f"SELECT {FINDING_COLUMNS} FROM finding_view WHERE {' AND '.join(where)}"  # noqa: S608
         " ORDER BY id LIMIT %s"
     )
-    rows = await _rows(pool, sql, params, org_slug)
+    rows = await read_rows(pool, sql, params, org_slug)
     return page(rows, limit, "id")
 
 
 async def finding(pool: Pool, finding_id: str, scope: str) -> dict[str, Any] | None:
-    rows = await _rows(
+    rows = await read_rows(
         pool,
         f"SELECT {FINDING_COLUMNS} FROM finding_view WHERE id = %s",  # noqa: S608
         (finding_id,),
@@ -161,7 +161,7 @@ async def finding(pool: Pool, finding_id: str, scope: str) -> dict[str, Any] | N
 
 async def position_at(pool: Pool, org_slug: str, when: datetime) -> int:
     """The store position of the org's last event at or before `when` (0 before any)."""
-    rows = await _rows(
+    rows = await read_rows(
         pool,
         "SELECT coalesce(max(position), 0) AS position FROM audit_log"
         " WHERE org = %s AND occurred_at <= %s",
@@ -173,7 +173,7 @@ async def position_at(pool: Pool, org_slug: str, when: datetime) -> int:
 
 async def aggregate_ids(pool: Pool, org_slug: str, project_id: str, aggregate: str) -> list[str]:
     """Every aggregate of a kind that ever belonged to a project (scope never changes)."""
-    rows = await _rows(
+    rows = await read_rows(
         pool,
         "SELECT aggregate_id FROM aggregate_scope WHERE org = %s AND project_id = %s"
         " AND aggregate = %s",
@@ -185,7 +185,7 @@ async def aggregate_ids(pool: Pool, org_slug: str, project_id: str, aggregate: s
 
 async def sla_due(pool: Pool, now: datetime, limit: int) -> list[str]:
     """Open findings past their SLA due date and not yet marked breached (all orgs)."""
-    rows = await _rows(
+    rows = await read_rows(
         pool,
         "SELECT id FROM finding_view WHERE status IN ('open', 'reopened')"
         " AND sla_breached_at IS NULL AND sla_due IS NOT NULL AND sla_due <= %s"
@@ -198,7 +198,7 @@ async def sla_due(pool: Pool, now: datetime, limit: int) -> list[str]:
 
 async def project_of(pool: Pool, aggregate_id: str) -> str | None:
     """The project an aggregate belongs to (from the scope index), across orgs (system reads)."""
-    rows = await _rows(
+    rows = await read_rows(
         pool,
         "SELECT project_id FROM aggregate_scope WHERE aggregate_id = %s",
         (aggregate_id,),
@@ -222,7 +222,7 @@ async def scans(
         where += " AND position > %s"
         params.append(after)
     params.append(limit + 1)
-    rows = await _rows(
+    rows = await read_rows(
         pool,
         f"SELECT {SCAN_COLUMNS}, position FROM scan_view"  # noqa: S608
         f" WHERE {where} ORDER BY position LIMIT %s",
@@ -233,7 +233,7 @@ async def scans(
 
 
 async def scan(pool: Pool, scan_id: str, scope: str) -> dict[str, Any] | None:
-    rows = await _rows(
+    rows = await read_rows(
         pool,
         f"SELECT {SCAN_COLUMNS} FROM scan_view WHERE id = %s",  # noqa: S608
         (scan_id,),
@@ -243,7 +243,7 @@ async def scan(pool: Pool, scan_id: str, scope: str) -> dict[str, Any] | None:
 
 
 async def api_keys(pool: Pool, org_slug: str) -> list[dict[str, Any]]:
-    return await _rows(
+    return await read_rows(
         pool,
         "SELECT key_id, org, name, roles, expires_at, revoked, last_used_at, created_at,"
         " created_by FROM api_key_view WHERE org = %s ORDER BY created_at",
@@ -296,5 +296,5 @@ async def audit(
         f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE {' AND '.join(where)}"  # noqa: S608
         " ORDER BY position LIMIT %s"
     )
-    rows = await _rows(pool, sql, params, org_slug)
+    rows = await read_rows(pool, sql, params, org_slug)
     return page(rows, limit, "position")

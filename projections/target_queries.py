@@ -1,6 +1,6 @@
 """Read-side queries over scan_target_view and scan_job_view; each runs in one org's scope.
 
-They go through `queries._rows`, so they run as the row-level-security reader role like every
+They go through `queries.read_rows`, so they run as the row-level-security reader role like every
 other API read; `scope` is the caller's org, or `*` for platform administrators.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from projections.queries import ALL_ORGS, Page, Pool, _rows
+from projections.queries import ALL_ORGS, Page, Pool, read_rows
 
 TARGET_COLUMNS = (
     "id, org, project_id, name, kind, location, scanners, schedule, rules, branch,"
@@ -27,7 +27,7 @@ async def targets(
     pool: Pool, project_id: str, scope: str, *, include_removed: bool = False
 ) -> list[dict[str, Any]]:
     where = "project_id = %s" + ("" if include_removed else " AND status = 'active'")
-    return await _rows(
+    return await read_rows(
         pool,
         f"SELECT {TARGET_COLUMNS} FROM scan_target_view WHERE {where} ORDER BY name",  # noqa: S608
         (project_id,),
@@ -36,7 +36,7 @@ async def targets(
 
 
 async def target(pool: Pool, target_id: str, scope: str) -> dict[str, Any] | None:
-    rows = await _rows(
+    rows = await read_rows(
         pool,
         f"SELECT {TARGET_COLUMNS} FROM scan_target_view WHERE id = %s",  # noqa: S608
         (target_id,),
@@ -68,7 +68,7 @@ async def jobs(
         where.append("position > %s")
         params.append(after)
     params.append(limit + 1)
-    rows = await _rows(
+    rows = await read_rows(
         pool,
         f"SELECT {JOB_COLUMNS}, position FROM scan_job_view"  # noqa: S608
         f" WHERE {' AND '.join(where)} ORDER BY position LIMIT %s",
@@ -81,7 +81,7 @@ async def jobs(
 
 
 async def job(pool: Pool, job_id: str, scope: str) -> dict[str, Any] | None:
-    rows = await _rows(
+    rows = await read_rows(
         pool,
         f"SELECT {JOB_COLUMNS} FROM scan_job_view WHERE id = %s",  # noqa: S608
         (job_id,),
@@ -92,7 +92,7 @@ async def job(pool: Pool, job_id: str, scope: str) -> dict[str, Any] | None:
 
 async def scheduled_targets(pool: Pool) -> list[tuple[str, str, datetime | None]]:
     """(id, schedule, last slot) of every active scheduled target of every org (the scheduler)."""
-    rows = await _rows(
+    rows = await read_rows(
         pool,
         "SELECT id, schedule, last_slot FROM scan_target_view"
         " WHERE status = 'active' AND schedule IS NOT NULL ORDER BY id",

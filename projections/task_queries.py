@@ -8,8 +8,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from projections.governance_queries import _one, _page
-from projections.queries import ALL_ORGS, Page, Pool, _rows
+from projections.governance_queries import read_one, read_page
+from projections.queries import ALL_ORGS, Page, Pool, read_rows
 
 AGENT_COLUMNS = (
     "id, org, slug, name, owner, capabilities, autonomy, paused, pause_reason, registered_at,"
@@ -24,7 +24,7 @@ UNFINISHED = "status IN ('open', 'claimed', 'completed')"
 
 
 async def agents(pool: Pool, org: str, scope: str) -> list[dict[str, Any]]:
-    return await _rows(
+    return await read_rows(
         pool,
         f"SELECT {AGENT_COLUMNS} FROM agent_view WHERE org = %s ORDER BY slug",  # noqa: S608
         (org,),
@@ -33,7 +33,7 @@ async def agents(pool: Pool, org: str, scope: str) -> list[dict[str, Any]]:
 
 
 async def agent(pool: Pool, org: str, slug: str, scope: str) -> dict[str, Any] | None:
-    rows = await _rows(
+    rows = await read_rows(
         pool,
         f"SELECT {AGENT_COLUMNS} FROM agent_view WHERE org = %s AND slug = %s",  # noqa: S608
         (org, slug),
@@ -59,11 +59,13 @@ async def tasks(
         ("holder = %s", holder),
         ("priority = %s", priority),
     ]
-    return await _page(pool, "task_view", TASK_COLUMNS, filters, scope, after, limit)
+    return await read_page(pool, "task_view", TASK_COLUMNS, filters, scope, after, limit)
 
 
 async def task(pool: Pool, task_id: str, scope: str) -> dict[str, Any] | None:
-    row: dict[str, Any] | None = await _one(pool, "task_view", TASK_COLUMNS, "id", task_id, scope)
+    row: dict[str, Any] | None = await read_one(
+        pool, "task_view", TASK_COLUMNS, "id", task_id, scope
+    )
     return row
 
 
@@ -73,7 +75,7 @@ async def untasked_findings(
     """Open findings of the project in no unfinished packet, most severe and oldest first."""
     where = " AND f.severity = ANY(%s)" if severities else ""
     params: list[Any] = [project_id, *([severities] if severities else []), limit]
-    rows = await _rows(
+    rows = await read_rows(
         pool,
         "SELECT f.id FROM finding_view f WHERE f.project_id = %s"  # noqa: S608
         f" AND f.status IN ('open', 'reopened'){where}"
@@ -89,7 +91,7 @@ async def untasked_findings(
 
 async def held_by(pool: Pool, org: str, slug: str) -> list[str]:
     """Packets an agent holds now (for the kill switch)."""
-    rows = await _rows(
+    rows = await read_rows(
         pool,
         "SELECT id FROM task_view WHERE org = %s AND status = 'claimed' AND holder = %s",
         (org, f"agent:{slug}"),
@@ -100,7 +102,7 @@ async def held_by(pool: Pool, org: str, slug: str) -> list[str]:
 
 async def completed_tasks(pool: Pool, project_id: str) -> list[str]:
     """Completed packets of a project, awaiting verification by a full scan (system read)."""
-    rows = await _rows(
+    rows = await read_rows(
         pool,
         "SELECT id FROM task_view WHERE project_id = %s AND status = 'completed'",
         (project_id,),
@@ -112,7 +114,7 @@ async def completed_tasks(pool: Pool, project_id: str) -> list[str]:
 async def leases_to_end(pool: Pool, now: datetime, limit: int) -> list[tuple[str, str | None]]:
     """(task id, paused agent slug or None) of claims past their lease or held by a paused
     agent, across orgs: the scheduler takes them back."""
-    rows = await _rows(
+    rows = await read_rows(
         pool,
         "SELECT t.id, CASE WHEN a.paused THEN a.slug END AS paused_agent"
         " FROM task_view t LEFT JOIN agent_view a"
