@@ -418,8 +418,17 @@ async def settle(
     published position and the projection checkpoint are the same."""
     wanted = {f"cmd:{i}" for i in ledger.nats_ids}
 
+    said = [0.0]
+
     async def applied() -> bool:
-        return await claimed(database_url, wanted) == wanted
+        done = await claimed(database_url, wanted)
+        if done == wanted:
+            return True
+        if time.monotonic() - said[0] > 10:  # how far it got: tells a slow worker from a loss
+            said[0] = time.monotonic()
+            missing = sorted(wanted - done)[:3]
+            say(f"{len(done)} of {len(wanted)} bus commands applied; first missing {missing}")
+        return False
 
     await eventually(applied, timeout, 0.5, "every acknowledged bus command applied")
 
