@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -535,6 +536,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PearlError as exc:
         print(f"pearl: {exc.detail}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `pearl scan parse … | head`: the reader has what it wanted
+        # Python flushes stdout again at exit: point it at /dev/null so that raises nothing
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"pearl: {exc}", file=sys.stderr)
         return 2
