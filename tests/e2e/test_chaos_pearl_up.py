@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from services.supervisor import PROCESSES, read_env_file
-from tests.conftest import samples_dir
+from tests.conftest import ROOT, samples_dir
 from tests.support.chaos import (
     Recovery,
     Workload,
@@ -63,7 +63,7 @@ async def test_kill_9_each_process_and_server_under_pearl_up_loses_and_doubles_n
         root=env["PEARL_SUBJECT_ROOT"],
         admin_token=(pearl_up.home / "admin.key").read_text().strip(),
         api_url=pearl_up.url,
-        samples=samples_dir(),
+        samples=samples_dir() if samples_dir().exists() else ROOT / "docs" / "examples" / "scans",
     )
     recoveries: list[Recovery] = []
     t0 = time.monotonic()
